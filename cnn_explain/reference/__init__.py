@@ -1,0 +1,1 @@
+"""Reference implementations in plain NumPy (seed 004), used to check the framework."""
