@@ -99,7 +99,15 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None, *, argname: str =
                 "but the model has none; name the layers to record"
             )
         return chosen
-    items = [layers] if isinstance(layers, (str, nn.Module, type)) else list(layers)
+    if isinstance(layers, (str, nn.Module, type)):
+        items = [layers]
+    elif isinstance(layers, (list, tuple, set, frozenset)):
+        items = list(layers)
+    else:
+        raise TypeError(
+            f"{argname} must be a module, a dotted name, a glob, a module type or a list of these, "
+            f"got {type(layers).__name__}"
+        )
     if not items:
         raise ValueError(f"{argname} is an empty selection; give at least one layer")
     by_name = dict(named)

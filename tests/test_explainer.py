@@ -1,0 +1,98 @@
+"""The façade: explain(), input conversion, predict()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnn_explain import Explainer, explain
+from cnn_explain._utils import as_batch, resolve_target
+
+
+def test_predict_topk_matches_manual_softmax(tiny_net, images, snapshot):
+    m = tiny_net.train()  # predict must use eval mode and restore train mode
+    snap = snapshot(m)
+    names = ["a", "b", "c", "d", "e"]
+    p = explain(m, class_names=names).predict(images, k=3)
+    with torch.no_grad():
+        probs = m.eval()(images).softmax(1)
+    m.train()
+    top = probs.topk(3, dim=1)
+    assert torch.equal(p.indices, top.indices)
+    torch.testing.assert_close(p.probs, top.values)
+    assert p.labels[0] == [names[i] for i in top.indices[0].tolist()]
+    assert "image 0:" in str(p)
+    snap.assert_unchanged()
+
+
+def test_k_larger_than_classes_is_clamped(tiny_net, images):
+    assert explain(tiny_net).predict(images, k=50).indices.shape == (3, 5)
+
+
+def test_input_conversions_agree():
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, size=(6, 5, 3), dtype=np.uint8)
+    ref = torch.from_numpy(hwc.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    torch.testing.assert_close(as_batch(hwc), ref)
+    torch.testing.assert_close(as_batch(Image.fromarray(hwc)), ref)
+    torch.testing.assert_close(as_batch(ref[0]), ref)
+    gray = rng.integers(0, 256, size=(6, 5), dtype=np.uint8)
+    assert as_batch(Image.fromarray(gray)).shape == (1, 1, 6, 5)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        as_batch(torch.zeros(1, 1, 1, 2, 2))
+    with pytest.raises(TypeError, match="x must be"):
+        as_batch("image.png")
+
+
+def test_bad_inputs_are_named(tiny_net):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        explain(lambda x: x)  # type: ignore[arg-type]
+    ex = explain(tiny_net)
+    with pytest.raises(ValueError, match="x has 1 channels .* expects 3"):
+        ex.predict(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        ex.predict(torch.zeros(1, 3, 8, 8), k=0)
+    with pytest.raises(TypeError, match="class_names"):
+        explain(tiny_net, class_names="cat")
+
+
+def test_transform_applies_to_raw_images(tiny_net):
+    seen = []
+
+    def transform(img):
+        seen.append(type(img).__name__)
+        return torch.zeros(3, 8, 8)
+
+    ex = explain(tiny_net, transform=transform)
+    x = ex.prepare([Image.new("RGB", (4, 4)), Image.new("RGB", (4, 4))])
+    assert x.shape == (2, 3, 8, 8) and seen == ["Image", "Image"]
+    assert isinstance(ex, Explainer) and "TinyNet" in repr(ex)
+
+
+def test_resolve_target_rules():
+    logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
+    assert resolve_target(None, logits).tolist() == [1, 0]
+    assert resolve_target(2, logits).tolist() == [2, 2]
+    assert resolve_target([0, 2], logits).tolist() == [0, 2]
+    with pytest.raises(ValueError, match="outside"):
+        resolve_target(3, logits)
+    with pytest.raises(ValueError, match="one class per image"):
+        resolve_target([1], logits)
+    with pytest.raises(TypeError, match="target"):
+        resolve_target("cat", logits)
+
+
+def test_import_is_light():
+    """`import cnn_explain` must not load matplotlib, scikit-learn, umap or captum."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cnn_explain, cnn_explain.attribution, cnn_explain.features, cnn_explain.plotting;"
+        "heavy=[m for m in sys.modules if m.split('.')[0] in ('matplotlib','sklearn','umap','captum','numba')];"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"heavy modules imported: {out}"
