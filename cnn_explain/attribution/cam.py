@@ -1,0 +1,135 @@
+"""Grad-CAM and guided Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations
+from Deep Networks via Gradient-based Localization").
+
+For the feature maps :math:`A^k` (``(N, K, h, w)``) of a conv layer and the class
+score :math:`S_c`:
+
+.. math::
+    \\alpha_k^c = \\frac{1}{hw}\\sum_{i,j} \\frac{\\partial S_c}{\\partial A^k_{ij}},
+    \\qquad L^c = \\mathrm{ReLU}\\Big(\\sum_k \\alpha_k^c A^k\\Big)
+
+:math:`L^c` (``(N, 1, h, w)``, kept as ``result.cam``) is upsampled bilinearly to
+the input size (``align_corners=False``, as captum's
+``LayerAttribution.interpolate(..., "bilinear")``) to give ``result.attribution``
+``(N, 1, H, W)``. Guided Grad-CAM multiplies guided backprop (signed, ``(N, C, H, W)``)
+by the upsampled map, as captum's ``GuidedGradCam`` does.
+
+Example:
+    >>> from cnn_explain.models import tiny_vgg
+    >>> from cnn_explain.attribution import grad_cam
+    >>> r = grad_cam(tiny_vgg().eval(), torch.rand(1, 3, 16, 16))
+    >>> r.layer, r.cam.shape, r.attribution.shape
+    ('features.7', torch.Size([1, 1, 8, 8]), torch.Size([1, 1, 16, 16]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._utils import as_batch, check_channels, forward_logits, model_device, resolve_target
+from ..hooks import LayerSpec, capture, preserved, resolve_layer, resolve_layers
+from .gradients import saliency
+from .result import Attribution
+
+__all__ = ["grad_cam", "GradCam"]
+
+
+@dataclass(frozen=True, eq=False)
+class GradCam(Attribution):
+    """A Grad-CAM result (see :class:`~cnn_explain.attribution.result.Attribution`).
+
+    Attributes:
+        attribution: ``(N, 1, H, W)`` Grad-CAM upsampled to the input (``(N, C, H, W)``
+            for guided Grad-CAM).
+        cam: ``(N, 1, h, w)`` Grad-CAM at the layer's resolution.
+        weights: ``(N, K)`` channel weights :math:`\\alpha_k^c`.
+        layer: the layer's name (``name#k`` if it was the module's k-th call).
+        relu_calls: ReLU calls rectified by guided backprop (guided Grad-CAM only).
+    """
+
+    cam: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    layer: str = ""
+    relu_calls: int = 0
+
+
+def _layers(model: nn.Module, layer: LayerSpec) -> dict[str, nn.Module]:
+    if layer is None:
+        convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+        if not convs:
+            raise ValueError("layer=None picks the last Conv2d layer, but the model has no Conv2d; "
+                             "pass layer=<a layer with (N, C, h, w) output>")
+        return convs
+    name, module = resolve_layer(model, layer, argname="layer")
+    return resolve_layers(model, module, argname="layer")
+
+
+def _cam_pass(model: nn.Module, x: torch.Tensor, target: Any, layers: dict[str, nn.Module], output: Any):
+    """Forward + backward; returns ``(layer name, A, dS/dA, target)`` for the last call recorded."""
+    leaf = x.detach().clone().requires_grad_(True)
+    with torch.inference_mode(False), torch.enable_grad(), capture(model, list(layers.values()), grads=True) as rec:
+        logits = forward_logits(model, leaf.clone(), output)
+        if not len(rec):
+            raise ValueError(f"layer {', '.join(layers)} was not called in the forward pass")
+        key = list(rec.outputs)[-1]  # the last call executed (execution order, not module order)
+        acts = rec.live(key)
+        if acts.dim() != 4:
+            raise ValueError(f"layer {key!r} outputs shape {tuple(acts.shape)}; Grad-CAM needs an "
+                             "(N, C, h, w) feature map: pass layer=<a conv layer>")
+        tgt = resolve_target(target, logits)
+        score = logits.gather(1, tgt.to(logits.device)[:, None]).sum()
+        (grads,) = torch.autograd.grad(score, acts)
+    return key, acts.detach(), grads.detach(), tgt
+
+
+def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None,
+             guided: bool = False, output: Any = None) -> GradCam:
+    """Grad-CAM of the target class at ``layer``, upsampled to the input size.
+
+    The model runs in eval mode with frozen parameters (flags and ``.grad`` put
+    back afterwards); no hook is left behind, also after an exception.
+
+    Args:
+        model: a CNN returning ``(N, num_classes)`` scores.
+        x: images ``(N, C, H, W)`` (a single ``(C, H, W)`` image gets a batch of 1).
+        target: class per image: int, list of ints, or None (the predicted class).
+        layer: the layer whose feature maps are weighted (module, dotted name,
+            glob, type). Default: the last ``nn.Conv2d`` *executed* in the forward
+            pass. For a module called several times, its last call is used.
+        guided: multiply by guided backprop (guided Grad-CAM, ``(N, C, H, W)``).
+        output: selects the score tensor from a model returning a tuple/dict.
+
+    Returns:
+        :class:`GradCam` with ``.attribution`` ``(N, 1, H, W)`` (``(N, C, H, W)``
+        if guided), ``.cam`` ``(N, 1, h, w)``, ``.weights`` ``(N, K)``, ``.layer``,
+        ``.target``, ``.method`` (``"grad_cam"`` or ``"guided_grad_cam"``).
+
+    Raises:
+        ValueError: no Conv2d (with ``layer=None``), a layer that is not a
+            feature map, a bad ``target``.
+
+    Example:
+        >>> r = grad_cam(model, images, target=3, layer="features.7")   # doctest: +SKIP
+    """
+    if not isinstance(guided, bool):
+        raise TypeError(f"guided must be True or False, got {type(guided).__name__}")
+    x = as_batch(x)
+    check_channels(model, x)
+    x = x.to(model_device(model))
+    layers = _layers(model, layer)
+    with preserved(model, eval=True, freeze=True):
+        key, acts, grads, tgt = _cam_pass(model, x, target, layers, output)
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * acts).sum(dim=1, keepdim=True))
+    up = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+    method, calls = "grad_cam", 0
+    if guided:
+        gb = saliency(model, x, target=tgt, method="guided", abs=False, output=output)
+        up, method, calls = gb.attribution.to(up.device) * up, "guided_grad_cam", gb.relu_calls
+    return GradCam(up, tgt, method, inputs=x, params={"guided": guided}, cam=cam.cpu(),
+                   weights=weights.flatten(1).cpu(), layer=key, relu_calls=calls)
