@@ -1,0 +1,109 @@
+"""Section builders, part 2: attribution side by side, the sanity check, embeddings, style transfer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .core import ReportContext, Skip
+from .html import esc, table
+
+__all__ = ["build_attribution", "build_sanity", "build_embeddings", "build_style"]
+
+
+def build_attribution(ctx: ReportContext):
+    """Occlusion, gradient, guided backprop and Grad-CAM, one row per image."""
+    from ..plotting import attribution_grid
+
+    s, ex = ctx.settings, ctx.explainer
+    n = min(len(ctx.names), s.max_images)
+    x = ctx.images[:n]
+    results = [
+        ex.occlusion(x, window=s.occlusion_window, stride=s.occlusion_stride, progress=ctx.progress),
+        ex.saliency(x, method="gradient"),
+        ex.saliency(x, method="guided"),
+        ex.grad_cam(x, layer=s.cam_layer),
+    ]
+    target = results[0].target.tolist()
+    body = [f"<p>Which pixels matter for the predicted class, four ways: occlusion "
+            f"({s.occlusion_window}×{s.occlusion_window} window, stride {s.occlusion_stride}, drop in "
+            "probability), the plain gradient, guided backpropagation and Grad-CAM.</p>"]
+    for i in range(n):
+        fig = attribution_grid(results, index=i)
+        label = ex.label(target[i])
+        body.append(ctx.figure(fig, f"{ctx.names[i]}: explaining class {label}"))
+    return "".join(body), {"targets": target, "methods": [r.method for r in results]}
+
+
+def build_sanity(ctx: ReportContext):
+    """Model-parameter randomization (Adebayo et al., 2018) of one saliency method."""
+    from ..plotting import sanity_figure
+
+    method = ctx.settings.sanity_method
+    res = ctx.explainer.sanity_check(ctx.images[:1], method=method, progress=ctx.progress)
+    body = [f"<p>The weights are re-initialized layer by layer, from the output down; a method that explains "
+            f"the <em>model</em> should change its map as the model is destroyed. Method: "
+            f"<code>{esc(method)}</code>, image <b>{esc(ctx.names[0])}</b>.</p>",
+            ctx.figure(sanity_figure(res), f"Sanity check of {method}")]
+    rows = _sanity_rows(res)
+    if rows:
+        body.append(table(["randomized up to", "Spearman ρ", "SSIM"], rows, numeric=(1, 2)))
+    return "".join(body), {"method": method, "steps": [r[0] for r in rows]}
+
+
+def _sanity_rows(res: Any) -> list[tuple[str, str, str]]:
+    steps = list(getattr(res, "layers", None) or getattr(res, "steps", None) or [])
+    spear = list(getattr(res, "spearman", []) or [])
+    ssim = list(getattr(res, "ssim", []) or [])
+    return [(str(st), f"{float(r):.3f}", f"{float(q):.3f}") for st, r, q in zip(steps, spear, ssim)]
+
+
+def build_embeddings(ctx: ReportContext):
+    """PCA, t-SNE and UMAP maps of one layer's features over ``data``, with their quality."""
+    if ctx.data is None:
+        raise Skip("no data set was given (pass data=... to embed a layer's features over a labelled set)")
+    from ..plotting import scatter_embedding
+
+    s, ex = ctx.settings, ctx.explainer
+    body, rows, info = [], [], {}
+    for method in s.embed_methods:
+        emb = ex.embed(ctx.data, layer=s.embed_layer, method=method, seed=s.seed, progress=ctx.progress,
+                       **dict(s.embed_options))
+        body.append(ctx.figure(scatter_embedding(emb), f"{method.upper()} of layer {getattr(emb, 'layer', '')}"))
+        if method == "pca":
+            body.append(_pca_variance(ctx, emb))
+        trust, knn = float(emb.trustworthiness), getattr(emb, "knn_accuracy", None)
+        rows.append((method, f"{trust:.3f}", "—" if knn is None else f"{float(knn):.3f}", len(emb.coords)))
+        info[method] = {"trustworthiness": trust, "knn_accuracy": None if knn is None else float(knn)}
+    intro = ("<p>Each point is one image of the data set, placed by the features of layer "
+             f"<code>{esc(getattr(emb, 'layer', s.embed_layer))}</code>. Trustworthiness (1 = every "
+             "neighbour in the map is a neighbour in feature space) and the accuracy of a k-nearest-neighbour "
+             "classifier in the map measure how faithful each map is.</p>")
+    quality = table(["method", "trustworthiness", "kNN accuracy", "points"], rows, numeric=(1, 2, 3))
+    return intro + quality + "".join(body), info
+
+
+def _pca_variance(ctx: ReportContext, emb: Any) -> str:
+    try:
+        from ..plotting import explained_variance_figure
+    except ImportError:
+        return ""
+    return ctx.figure(explained_variance_figure(emb), "PCA: variance explained per component")
+
+
+def build_style(ctx: ReportContext):
+    """Gram-matrix style transfer (Gatys et al., 2016) with a random-filter network."""
+    opts = ctx.settings.style
+    if opts is None:
+        raise Skip("style transfer was not asked for (pass style={'content': ..., 'style': ...})")
+    from ..plotting import style_figure
+    from ..style import transfer
+
+    options = {k: v for k, v in opts.items() if k not in ("content", "style")}
+    options.setdefault("seed", ctx.settings.seed)
+    options.setdefault("progress", ctx.progress)
+    res = transfer(opts["content"], opts["style"], **options)
+    last = res.history[-1] if res.history else {}
+    body = ("<p>An image optimized to keep the content image's feature maps while matching the style "
+            "image's Gram matrices (feature correlations), computed by a network of random filters.</p>"
+            + ctx.figure(style_figure(res), "Content, style and the result"))
+    return body, {"steps": len(res.history), "final_total": float(last.get("total", float("nan")))}
