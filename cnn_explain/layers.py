@@ -1,0 +1,501 @@
+"""Walking a model: per-layer shapes, parameters, MACs and receptive fields.
+
+:func:`walk` runs **one** forward pass on a zero input of ``input_shape``
+``(C, H, W)`` and returns one :class:`LayerInfo` per leaf module call, in
+execution order (a module called twice gives ``name`` and ``name#1``).
+
+Receptive fields are propagated tensor by tensor while the forward runs (a
+``TorchFunctionMode``, not a hook): every spatial tensor carries, for each output row and
+column, the inclusive range of input rows/columns it depends on. Convolutions
+and poolings transform it,
+
+    first = o·s − p,   last = o·s − p + d·(k − 1),
+    box(o) = [lo_in(first), hi_in(last)],   jump_out = jump_in · s,
+
+element-wise ops (ReLU, BatchNorm, ``+`` of a residual block, ``torch.cat``
+along channels) take the union of their arguments' boxes, and flatten / linear /
+global pooling make it the whole input. Residual networks are therefore right:
+the downsample branch is a parallel path, joined by ``+``, never chained after
+the main path. Boxes may extend into the padding (negative or ``>= H``).
+Ops that change the spatial layout in other ways (interpolation, transposed
+convolution, slicing, permutes) conservatively count as global.
+
+Example:
+    >>> from cnn_explain.models import cifar10_cnn
+    >>> box = receptive_field(cifar10_cnn(), "4", 0, 0)      # first max-pool
+    >>> (box.top, box.bottom, box.height)
+    (-2, 3, 6)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field as dc_field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ._utils import model_device, positive_int
+from .hooks import _check_model, capture, preserved, resolve_layer
+
+__all__ = ["Box", "LayerInfo", "walk", "receptive_field", "check_input_shape", "leaf_names"]
+
+
+@dataclass(frozen=True)
+class Box:
+    """Inclusive input region seen by one output position of a layer.
+
+    Attributes:
+        top, bottom: first and last input row (inclusive; may lie in the padding).
+        left, right: first and last input column (inclusive).
+        layer: the layer name (``name#k`` for the k-th repeated call).
+        h, w: the output position the box belongs to.
+        input_shape: the ``(C, H, W)`` input the box refers to.
+        support: ``(top, bottom, left, right)`` of the input pixels that really
+            reach this output (inside the image), or None when unknown. It equals
+            the box cut to the image except where a layer drops border pixels
+            (a pooling or strided conv whose windows do not cover the last rows).
+    """
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    layer: str = ""
+    h: int = 0
+    w: int = 0
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    support: tuple[int, int, int, int] | None = None
+
+    @property
+    def height(self) -> int:
+        """Number of rows, padding included: ``bottom - top + 1``."""
+        return self.bottom - self.top + 1
+
+    @property
+    def width(self) -> int:
+        """Number of columns, padding included: ``right - left + 1``."""
+        return self.right - self.left + 1
+
+    def clipped(self) -> "Box":
+        """The input pixels inside the image that reach this output: :attr:`support`
+        if known, else the box cut to the image (no padding rows/columns)."""
+        _, H, W = self.input_shape
+        t, b, l, r = self.support or (max(self.top, 0), min(self.bottom, H - 1), max(self.left, 0), min(self.right, W - 1))
+        return Box(t, b, l, r, self.layer, self.h, self.w, self.input_shape, (t, b, l, r))
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One call of one leaf module during the forward pass.
+
+    Attributes:
+        name: dotted module name, ``name#k`` for the k-th repeated call.
+        module_name: the dotted name without ``#k``.
+        call: 0 for the first call, k for ``name#k``.
+        kind: the module's class name (``"Conv2d"``).
+        input_shape, output_shape: per-image shapes (batch dimension dropped), ``(C, H, W)`` for maps.
+        params, trainable: parameter counts (0 on repeated calls: the weights are shared).
+        kernel, stride, padding, dilation: ``(h, w)`` pairs for conv/pool layers, else None
+            (padding may be a string such as ``"same"``).
+        groups: conv groups (1 otherwise).
+        bias: whether the layer has a bias.
+        macs: multiply-accumulates per image (conv: out_elems·Cin/groups·kh·kw; linear: in·out).
+        rf: receptive field ``(height, width)`` at this layer's output (the whole input for global layers).
+        jump: distance in input pixels between neighbouring outputs ``(h, w)``; None for global layers.
+        start: ``(top, left)`` of the box of output ``(0, 0)``.
+    """
+
+    name: str
+    module_name: str
+    call: int
+    kind: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    params: int
+    trainable: int
+    kernel: tuple[int, int] | None
+    stride: tuple[int, int] | None
+    padding: tuple[int, int] | str | None
+    dilation: tuple[int, int] | None
+    groups: int
+    bias: bool
+    macs: int
+    rf: tuple[int, int]
+    jump: tuple[int, int] | None
+    start: tuple[int, int]
+    rf_field: "Field | None" = dc_field(default=None, repr=False, compare=False)
+    module: nn.Module | None = dc_field(default=None, repr=False, compare=False)
+
+
+# --------------------------------------------------------------------------- checks
+def check_input_shape(input_shape: Any, *, argname: str = "input_shape") -> tuple[int, int, int]:
+    """Validate an image shape ``(C, H, W)`` (no batch dimension) and return it as a tuple of ints."""
+    if isinstance(input_shape, torch.Size):
+        input_shape = tuple(input_shape)
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise TypeError(f"{argname} must be a sequence (C, H, W) of positive ints, got {type(input_shape).__name__}")
+    if len(input_shape) != 3:
+        hint = " (leave out the batch dimension)" if len(input_shape) == 4 else ""
+        raise ValueError(f"{argname} must be (C, H, W), three positive ints{hint}; got {tuple(input_shape)}")
+    return tuple(positive_int(v, f"{argname}[{i}]") for i, v in enumerate(input_shape))  # type: ignore[return-value]
+
+
+def leaf_names(model: nn.Module) -> list[str]:
+    """Dotted names of the modules without children (``[""]`` when the model is itself a leaf)."""
+    return [n for n, m in model.named_modules() if next(m.children(), None) is None]
+
+
+def _pair(v: Any) -> tuple[int, int] | str | None:
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (tuple, list)):
+        return (int(v[0]), int(v[-1])) if v else None
+    return (int(v), int(v))
+
+
+def _geometry(m: nn.Module) -> dict[str, Any]:
+    g: dict[str, Any] = {"kernel": None, "stride": None, "padding": None, "dilation": None}
+    if not hasattr(m, "kernel_size"):
+        return g
+    g["kernel"] = _pair(m.kernel_size)
+    g["stride"] = _pair(getattr(m, "stride", None)) or g["kernel"]
+    g["padding"] = _pair(getattr(m, "padding", 0))
+    g["dilation"] = _pair(getattr(m, "dilation", 1))
+    return g
+
+
+def _macs(m: nn.Module, inp: tuple[int, ...], out: tuple[int, ...]) -> int:
+    if isinstance(m, nn.modules.conv._ConvTransposeNd):
+        return math.prod(inp) * (m.out_channels // m.groups) * math.prod(m.kernel_size)
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return math.prod(out) * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+    if isinstance(m, nn.Linear):
+        return math.prod(out) * m.in_features
+    return 0
+
+
+def _first_tensor(v: Any) -> torch.Tensor | None:
+    if isinstance(v, torch.Tensor):
+        return v
+    if isinstance(v, (tuple, list)):
+        for item in v:
+            t = _first_tensor(item)
+            if t is not None:
+                return t
+    return None
+
+
+# --------------------------------------------------------------------------- receptive-field propagation
+_NONE = 1 << 40  # sentinel: no input pixel reached
+
+
+def _at(arr: np.ndarray, idx: np.ndarray, jump: int) -> np.ndarray:
+    """``arr[idx]``, extrapolated with ``jump`` per step for indices in the padding."""
+    inside = np.clip(idx, 0, len(arr) - 1)
+    return arr[inside] + (idx - inside) * jump
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """One axis of a map: position i sees input ``lo[i]..hi[i]`` (extrapolated into padding)
+    and actually reaches input pixels ``rlo[i]..rhi[i]`` (``rlo > rhi``: none)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    rlo: np.ndarray
+    rhi: np.ndarray
+    jump: int
+
+    @classmethod
+    def identity(cls, n: int) -> "_Axis":
+        a = np.arange(n)
+        return cls(a, a, a, a, 1)
+
+    @classmethod
+    def full(cls, n: int, size: int) -> "_Axis":
+        z, e = np.zeros(n, np.int64), np.full(n, size - 1)
+        return cls(z, e, z, e, 0)
+
+    def window(self, n_out: int, k: int, s: int, p: int, d: int) -> "_Axis":
+        """Conv / pool: output o reads positions ``o·s − p + d·t``, t = 0..k−1."""
+        n = len(self.lo)
+        taps = (np.arange(n_out) * s - p)[:, None] + d * np.arange(k)[None, :]
+        inside, t = (taps >= 0) & (taps < n), np.clip(taps, 0, n - 1)
+        rlo = np.where(inside, self.rlo[t], _NONE).min(1)
+        rhi = np.where(inside, self.rhi[t], -_NONE).max(1)
+        return _Axis(_at(self.lo, taps[:, 0], self.jump), _at(self.hi, taps[:, -1], self.jump), rlo, rhi, self.jump * s)
+
+    def adaptive(self, n_out: int) -> "_Axis":
+        """Adaptive pooling: output o reads ``floor(o·n/n_out) .. ceil((o+1)·n/n_out) − 1``."""
+        n, o = len(self.lo), np.arange(n_out)
+        start, end = (o * n) // n_out, -((-(o + 1) * n) // n_out) - 1
+        rlo = np.array([self.rlo[a:b + 1].min() for a, b in zip(start, end)])
+        rhi = np.array([self.rhi[a:b + 1].max() for a, b in zip(start, end)])
+        jump = self.jump * n // n_out if n % n_out == 0 else max(1, round(self.jump * n / n_out))
+        return _Axis(self.lo[start], self.hi[end], rlo, rhi, jump)
+
+    @staticmethod
+    def union(axes: list["_Axis"], n: int) -> "_Axis":
+        """Element-wise ops: the union of the arguments' ranges (size-1 axes broadcast)."""
+        def stack(attr: str) -> np.ndarray:
+            return np.stack([np.broadcast_to(getattr(a, attr), n) for a in axes])
+
+        return _Axis(stack("lo").min(0), stack("hi").max(0), stack("rlo").min(0), stack("rhi").max(0),
+                     max(a.jump for a in axes))
+
+
+class Field:
+    """The receptive field of every position of one ``(N, C, H, W)`` map (rows ``h``, columns ``w``)."""
+
+    __slots__ = ("h", "w", "whole")
+
+    def __init__(self, h: _Axis, w: _Axis, whole: bool = False) -> None:
+        self.h, self.w, self.whole = h, w, whole
+
+    @classmethod
+    def identity(cls, H: int, W: int) -> "Field":
+        return cls(_Axis.identity(H), _Axis.identity(W))
+
+    @classmethod
+    def full(cls, n_h: int, n_w: int, H: int, W: int) -> "Field":
+        return cls(_Axis.full(n_h, H), _Axis.full(n_w, W), whole=True)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return len(self.h.lo), len(self.w.lo)
+
+    def box(self, i: int, j: int) -> tuple[int, int, int, int]:
+        return int(self.h.lo[i]), int(self.h.hi[i]), int(self.w.lo[j]), int(self.w.hi[j])
+
+    def support(self, i: int, j: int) -> tuple[int, int, int, int] | None:
+        b = int(self.h.rlo[i]), int(self.h.rhi[i]), int(self.w.rlo[j]), int(self.w.rhi[j])
+        return None if b[0] > b[1] or b[2] > b[3] else b
+
+    def summary(self) -> tuple[tuple[int, int], tuple[int, int] | None, tuple[int, int]]:
+        """``(rf size, jump or None when global, (top, left) of position (0, 0))``."""
+        rf = tuple(int((ax.hi - ax.lo).max()) + 1 for ax in (self.h, self.w))
+        jump = None if self.whole else (int(self.h.jump), int(self.w.jump))
+        return rf, jump, (int(self.h.lo[0]), int(self.w.lo[0]))  # type: ignore[return-value]
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for item in obj for t in _tensors(item)]
+    if isinstance(obj, dict):
+        return [t for item in obj.values() for t in _tensors(item)]
+    return []
+
+
+def _bind(args: tuple, kwargs: dict, names: Sequence[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    bound = dict(defaults)
+    bound.update(zip(names, args))
+    bound.update(kwargs)
+    return bound
+
+
+def _spatial_op(func: Any) -> tuple[list[str], dict[str, Any]] | None:
+    """Argument names of the conv/pool functions whose geometry is known, else None."""
+    pool = ["input", "kernel_size", "stride", "padding", "dilation"]
+    table = {
+        F.conv2d: (["input", "weight", "bias", "stride", "padding", "dilation"], {}),
+        F.max_pool2d: (pool, {}), F.max_pool2d_with_indices: (pool, {}), torch.max_pool2d: (pool, {}),
+        F.avg_pool2d: (pool[:4], {}),
+        F.lp_pool2d: (["input", "norm_type", "kernel_size", "stride"], {}),
+        F.adaptive_avg_pool2d: (["input", "output_size"], {"adaptive": True}),
+        F.adaptive_max_pool2d: (["input", "output_size"], {"adaptive": True}),
+        F.adaptive_max_pool2d_with_indices: (["input", "output_size"], {"adaptive": True}),
+    }
+    return table.get(func)
+
+
+class RFMode(TorchFunctionMode):
+    """While active, gives every tensor derived from the seeded input a :class:`Field` (keyed by identity)."""
+
+    def __init__(self, H: int, W: int) -> None:
+        super().__init__()
+        self.H, self.W = H, W
+        self._fields: dict[int, tuple[torch.Tensor, Field]] = {}  # holds refs: ids are never reused
+
+    def seed(self, x: torch.Tensor) -> None:
+        self._fields[id(x)] = (x, Field.identity(self.H, self.W))
+
+    def field_of(self, t: torch.Tensor) -> Field | None:
+        entry = self._fields.get(id(t))
+        return entry[1] if entry is not None and entry[0] is t else None
+
+    def clear(self) -> None:
+        self._fields.clear()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        known = [(t, f) for t in _tensors((args, kwargs)) if (f := self.field_of(t)) is not None]
+        if known:
+            for t in _tensors(out):
+                self._fields[id(t)] = (t, self._propagate(func, args, kwargs, known, t))
+        return out
+
+    def _propagate(self, func, args, kwargs, known, out: torch.Tensor) -> Field:
+        if out.dim() != 4:
+            return Field.full(1, 1, self.H, self.W)
+        n_h, n_w = out.shape[-2:]
+        spec = _spatial_op(func)
+        if spec is not None:
+            a = _bind(args, kwargs, spec[0], {"stride": None, "padding": 0, "dilation": 1})
+            src = a["input"]
+            fld = self.field_of(src) if isinstance(src, torch.Tensor) else None
+            if fld is not None and src.dim() == 4 and not fld.whole:
+                if spec[1].get("adaptive") and (n_h, n_w) == (1, 1):
+                    return Field.full(1, 1, self.H, self.W)
+                if spec[1].get("adaptive"):
+                    return Field(fld.h.adaptive(n_h), fld.w.adaptive(n_w))
+                return self._windowed(fld, a, n_h, n_w)
+        return self._union(known, n_h, n_w)
+
+    def _windowed(self, fld: Field, a: dict[str, Any], n_h: int, n_w: int) -> Field:
+        k = tuple(a["weight"].shape[-2:]) if "weight" in a else _pair(a["kernel_size"])
+        s = _pair(a["stride"]) or k
+        d = _pair(a["dilation"])
+        p = a["padding"]
+        if p == "same":
+            p = tuple(di * (ki - 1) // 2 for ki, di in zip(k, d))
+        p = (0, 0) if p == "valid" else _pair(p)
+        return Field(fld.h.window(n_h, k[0], s[0], p[0], d[0]), fld.w.window(n_w, k[1], s[1], p[1], d[1]))
+
+    def _union(self, known, n_h: int, n_w: int) -> Field:
+        for t, f in known:
+            fits = t.dim() == 4 and t.shape[-2] in (1, n_h) and t.shape[-1] in (1, n_w)
+            if f.whole or not fits:
+                return Field.full(n_h, n_w, self.H, self.W)
+        return Field(_Axis.union([f.h for _, f in known], n_h), _Axis.union([f.w for _, f in known], n_w))
+
+
+# --------------------------------------------------------------------------- walk
+def walk(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32), *, layers: Any = None,
+         device: str | torch.device | None = None) -> list[LayerInfo]:
+    """One forward pass on zeros; one :class:`LayerInfo` per recorded module call, in execution order.
+
+    Args:
+        model: any ``nn.Module`` taking ``(N, C, H, W)`` images. It comes back
+            unchanged (training flags, ``requires_grad``, ``.grad``, RNG, no hooks).
+        input_shape: one image's shape ``(C, H, W)``, without the batch dimension.
+        layers: which modules to record (see :func:`cnn_explain.hooks.resolve_layers`);
+            default every leaf module (modules without children).
+        device: where to run (default: the model's device).
+
+    Returns:
+        A list of :class:`LayerInfo`; modules never called are absent.
+
+    Raises:
+        TypeError / ValueError: bad ``input_shape`` or a forward that fails on it.
+
+    Example:
+        >>> [i.output_shape for i in walk(nn.Sequential(nn.Conv2d(1, 4, 3)), (1, 8, 8))]
+        [(4, 6, 6)]
+    """
+    _check_model(model)
+    shape = check_input_shape(input_shape)
+    names = leaf_names(model) if layers is None else layers
+    device = torch.device(device) if device is not None else model_device(model)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    x = torch.zeros((1, *shape), device=device, dtype=dtype)
+    mode = RFMode(shape[1], shape[2])
+    with preserved(model, eval=True, rng=True), torch.no_grad():
+        with capture(model, names, inputs=True) as rec:
+            mode.seed(x)
+            try:
+                with mode:
+                    model(x)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"input_shape={shape}: the model's forward failed on a zero input of shape "
+                    f"{tuple(x.shape)} (expected (C, H, W) the model accepts): {exc}"
+                ) from exc
+        infos = [_info(key, rec, mode) for key in rec.outputs]
+    mode.clear()
+    return infos
+
+
+def _info(key: str, rec: Any, mode: RFMode) -> LayerInfo:
+    module = rec.modules[key]
+    base, _, k = key.partition("#")
+    call = int(k) if k else 0
+    out = _first_tensor(rec.outputs[key])
+    inp = _first_tensor(rec.inputs.get(key))
+    out_shape = tuple(out.shape[1:]) if out is not None else ()
+    in_shape = tuple(inp.shape[1:]) if inp is not None else ()
+    fld = mode.field_of(out) if out is not None else None
+    params = sum(p.numel() for p in module.parameters()) if call == 0 else 0
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad) if call == 0 else 0
+    rf, jump, start = fld.summary() if fld is not None else ((0, 0), None, (0, 0))
+    return LayerInfo(
+        name=key, module_name=base, call=call, kind=type(module).__name__,
+        input_shape=in_shape, output_shape=out_shape, params=params, trainable=trainable,
+        groups=int(getattr(module, "groups", 1)), bias=getattr(module, "bias", None) is not None,
+        macs=_macs(module, in_shape, out_shape), rf=rf, jump=jump, start=start,
+        rf_field=fld, module=module, **_geometry(module),
+    )
+
+
+# --------------------------------------------------------------------------- receptive field
+_CALL = re.compile(r"^(.*)#(\d+)$")
+
+
+def receptive_field(model: nn.Module, layer: Any, h: int, w: int, *,
+                    input_shape: Sequence[int] = (3, 32, 32)) -> Box:
+    """The inclusive input box that output position ``(h, w)`` of ``layer`` depends on.
+
+    Args:
+        model: any ``nn.Module``; unchanged afterwards.
+        layer: a module, a dotted name (``"features.3"``; ``"relu#1"`` for a
+            module's second call), a glob or a type (the last match is used).
+        h, w: output row and column of that layer (``0, 0`` for layers without
+            spatial axes, such as Linear: their field is the whole input).
+        input_shape: the image shape ``(C, H, W)``.
+
+    Returns:
+        A :class:`Box` in input coordinates; it may extend into the padding
+        (``box.clipped()`` cuts it to the image).
+
+    Raises:
+        ValueError: unknown layer, a layer not called in forward, or ``h``/``w``
+            outside the layer's output (the valid range is given).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.MaxPool2d(2))
+        >>> b = receptive_field(net, "1", 1, 1, input_shape=(1, 8, 8))
+        >>> (b.top, b.bottom, b.left, b.right)
+        (1, 4, 1, 4)
+    """
+    h = positive_int(h, "h", minimum=0)
+    w = positive_int(w, "w", minimum=0)
+    shape = check_input_shape(input_shape)
+    call = 0
+    if isinstance(layer, str) and _CALL.match(layer):
+        layer, k = _CALL.match(layer).groups()  # type: ignore[union-attr]
+        call = int(k)
+    name, _ = resolve_layer(model, layer, argname="layer")
+    infos = {i.call: i for i in walk(model, shape, layers=[name])}
+    if call not in infos:
+        calls = ", ".join(repr(i.name) for i in infos.values()) or "none"
+        raise ValueError(f"layer {name!r} has no call #{call} in forward (recorded calls: {calls})")
+    info = infos[call]
+    if info.rf_field is None:
+        raise ValueError(f"layer {info.name!r}: its output does not depend on the input")
+    fld = info.rf_field
+    n_h, n_w = fld.size
+    if h >= n_h:
+        raise ValueError(f"h={h} is outside layer {info.name!r}'s output rows: expected 0 <= h <= {n_h - 1}")
+    if w >= n_w:
+        raise ValueError(f"w={w} is outside layer {info.name!r}'s output columns: expected 0 <= w <= {n_w - 1}")
+    top, bottom, left, right = fld.box(h, w)
+    return Box(top, bottom, left, right, info.name, h, w, shape, fld.support(h, w))
