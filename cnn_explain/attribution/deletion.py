@@ -1,0 +1,148 @@
+"""Deletion and insertion curves (Petsiuk et al. 2018, "RISE: Randomized Input
+Sampling for Explanation of Black-box Models").
+
+Pixels are ranked by their attribution (channels summed, largest first). With
+``n_k = ⌊k · HW / steps⌋`` of the top pixels (all channels):
+
+* **deletion**: the ``n_k`` top pixels are replaced by ``baseline``; a good map
+  makes the target's score fall fast (low area under the curve);
+* **insertion**: starting from ``baseline``, the ``n_k`` top pixels get their
+  values back; a good map makes the score rise fast (high area).
+
+The AUC is the trapezoid area over the fraction of pixels changed, in [0, 1].
+
+Example:
+    >>> from cnn_explain.attribution import saliency, deletion_insertion
+    >>> r = saliency(model, images, method="guided")          # doctest: +SKIP
+    >>> deletion_insertion(model, images, r).deletion_auc     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._utils import as_batch, check_channels, forward_logits, model_device, positive_int, progress_bar, resolve_target
+from ..hooks import preserved
+from .result import Attribution
+
+__all__ = ["deletion_insertion", "DeletionInsertion"]
+
+
+@dataclass(frozen=True, eq=False)
+class DeletionInsertion:
+    """Deletion / insertion curves for a batch.
+
+    Attributes:
+        fractions: ``(steps + 1,)`` fraction of pixels deleted / inserted, 0 … 1.
+        deletion: ``(N, steps + 1)`` target score as top pixels are deleted.
+        insertion: ``(N, steps + 1)`` target score as top pixels are inserted.
+        deletion_auc: ``(N,)`` area under each deletion curve (lower is better).
+        insertion_auc: ``(N,)`` area under each insertion curve (higher is better).
+        target: ``(N,)`` class scored.
+        method: the attribution's method (``""`` for a bare tensor).
+        measure: ``"prob"`` (softmax probability) or ``"logit"``.
+        params: ``steps``, ``baseline``.
+    """
+
+    fractions: torch.Tensor
+    deletion: torch.Tensor
+    insertion: torch.Tensor
+    deletion_auc: torch.Tensor
+    insertion_auc: torch.Tensor
+    target: torch.Tensor
+    method: str = ""
+    measure: str = "prob"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def __len__(self) -> int:
+        return self.deletion.shape[0]
+
+
+def _scores(attribution: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """``(N, H*W)`` pixel scores, the result's target (or None) and its method name."""
+    tgt, method = None, ""
+    if isinstance(attribution, Attribution):
+        attribution, tgt, method = attribution.attribution, attribution.target, attribution.method
+    if not isinstance(attribution, torch.Tensor):
+        raise TypeError(f"attribution must be an Attribution result or a tensor, got {type(attribution).__name__}")
+    a = attribution.detach().cpu().double()
+    if a.dim() == 3:
+        a = a[:, None]
+    if a.dim() != 4 or a.shape[0] != x.shape[0] or tuple(a.shape[-2:]) != tuple(x.shape[-2:]):
+        raise ValueError(f"attribution must be (N, C, H, W) or (N, H, W) matching x {tuple(x.shape)}, "
+                         f"got {tuple(attribution.shape)}")
+    return a.sum(1).reshape(a.shape[0], -1), tgt, method
+
+
+def _baseline(baseline: Any, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(x, float(baseline))
+    if isinstance(baseline, torch.Tensor):
+        try:
+            return torch.broadcast_to(baseline.to(x.device, x.dtype), x.shape)
+        except RuntimeError as exc:
+            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to x {tuple(x.shape)}") from exc
+    raise TypeError(f"baseline must be a number or a tensor broadcastable to x, got {type(baseline).__name__}")
+
+
+def deletion_insertion(model: nn.Module, x: Any, attribution: Any, *, target: Any = None, steps: int = 20,
+                       baseline: Any = 0.0, measure: str = "prob", output: Any = None,
+                       progress: bool = True) -> DeletionInsertion:
+    """Deletion and insertion curves of an attribution map (Petsiuk et al. 2018).
+
+    Args:
+        model: the classifier (run in eval mode under ``torch.inference_mode``;
+            its flags are put back).
+        x: images ``(N, C, H, W)``.
+        attribution: an :class:`Attribution` result or a tensor ``(N, C, H, W)`` /
+            ``(N, H, W)`` with ``x``'s height and width; channels are summed to
+            rank pixels (ties keep row-major order).
+        target: class per image; default the result's ``.target`` (else the
+            predicted class).
+        steps: number of steps ``k = 1 … steps`` (curves have ``steps + 1`` points).
+        baseline: value of a deleted pixel (number or tensor broadcastable to x).
+        measure: ``"prob"`` (softmax probability of the target) or ``"logit"``.
+        output: selects the score tensor from a model returning a tuple/dict.
+        progress: show a progress bar over the steps.
+
+    Returns:
+        :class:`DeletionInsertion`.
+    """
+    steps = positive_int(steps, "steps")
+    if measure not in ("prob", "logit"):
+        raise ValueError(f"measure must be 'prob' or 'logit', got {measure!r}")
+    x = as_batch(x)
+    check_channels(model, x)
+    x = x.to(model_device(model))
+    scores, result_target, method = _scores(attribution, x)
+    base = _baseline(baseline, x)
+    n, hw = scores.shape
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(hw).expand(n, hw).contiguous())
+    rank = rank.reshape(n, 1, *x.shape[-2:]).to(x.device)
+    counts = [(k * hw) // steps for k in range(steps + 1)]
+    dele, ins = [], []
+    with preserved(model, eval=True), torch.inference_mode():
+        logits = forward_logits(model, x, output)
+        tgt = resolve_target(result_target if target is None else target, logits)
+        idx = tgt.to(logits.device)[:, None]
+        for c in progress_bar(counts, enabled=progress, desc="deletion/insertion"):
+            mask = rank < c
+            batch = torch.cat([torch.where(mask, base, x), torch.where(mask, x, base)])
+            out = forward_logits(model, batch, output).float()
+            out = out.softmax(1) if measure == "prob" else out
+            dele.append(out[:n].gather(1, idx)[:, 0].cpu())
+            ins.append(out[n:].gather(1, idx)[:, 0].cpu())
+    fr = torch.tensor(counts, dtype=torch.float64) / hw
+    d, i = torch.stack(dele, 1).double(), torch.stack(ins, 1).double()
+    return DeletionInsertion(fr, d, i, torch.trapezoid(d, fr, dim=1), torch.trapezoid(i, fr, dim=1), tgt,
+                             method, measure, {"steps": steps, "baseline": baseline})
