@@ -140,7 +140,7 @@ def _load_images(explainer: Any, images: Any) -> tuple[torch.Tensor, list[str]]:
             names.append(path.name)
         else:
             batch = explainer.prepare(item, argname=f"images[{i}]" if len(items) > 1 else "images")
-            names.extend(f"image {len(names) + j}" for j in range(batch.shape[0]))
+            names += [f"image {len(names) + j}" for j in range(batch.shape[0])]
         prepared.append(batch)
     shapes = {tuple(b.shape[1:]) for b in prepared}
     if len(shapes) > 1:

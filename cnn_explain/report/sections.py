@@ -16,7 +16,7 @@ from torch import nn
 
 from . import sections_attr as att
 from .core import ReportContext, Skip
-from .html import esc, table
+from .html import esc, skipped_html, table
 
 __all__ = ["SECTIONS", "select_sections", "summary_numbers"]
 
@@ -121,13 +121,13 @@ def build_feature_maps(ctx: ReportContext):
     for name, t in maps.items():
         if t.dim() != 4:
             continue
-        fig = feature_map_grid(t, layer=name, max_channels=ctx.settings.max_channels)
+        fig = feature_map_grid(maps, layers=name, max_channels=ctx.settings.max_channels)
         body.append(ctx.figure(fig, f"Feature maps of layer {name} {_shape(t.shape[1:])}"))
     return "".join(body), {"layers": list(maps)}
 
 
 def build_filters(ctx: ReportContext):
-    from ..plotting import filter_grid, maximize_grid
+    from ..plotting import filter_grid
 
     convs = conv_names(ctx.model)
     if not convs and ctx.settings.filter_layer is None:
@@ -135,18 +135,30 @@ def build_filters(ctx: ReportContext):
     res = ctx.explainer.filters(ctx.settings.filter_layer)
     body = [f"<p>The {res.weight.shape[0]} learned filters of layer <code>{esc(res.layer)}</code> "
             f"({esc(_shape(res.weight.shape))}).</p>", ctx.figure(filter_grid(res), f"Filters of {res.layer}")]
-    layer = ctx.settings.maximize_layer or convs[-1]
+    layer = ctx.settings.maximize_layer or (convs[-1] if convs else ctx.settings.filter_layer)
+    try:
+        part, channels = _maximize(ctx, layer)
+    except ImportError as exc:
+        if not (exc.name or "").startswith("cnn_explain"):
+            raise
+        part, channels = skipped_html(f"activation maximization is not available in this installation ({exc})"), []
+    body.append(part)
+    return "".join(body), {"filter_layer": res.layer, "maximize_layer": str(layer), "channels": channels}
+
+
+def _maximize(ctx: ReportContext, layer: Any) -> tuple[str, list[int]]:
+    from ..plotting import maximize_grid
+
     chans = ctx.settings.maximize_channels
-    channels = list(range(chans)) if isinstance(chans, int) else list(chans)
+    channels = list(range(chans)) if isinstance(chans, int) else [int(c) for c in chans]
     n_out = _out_channels(ctx.model, layer)
     if n_out is not None:
         channels = [c for c in channels if c < n_out]
     mx = ctx.explainer.maximize(layer, channels, steps=ctx.settings.maximize_steps, seed=ctx.settings.seed,
                                 input_shape=input_shape(ctx), progress=ctx.progress)
-    body.append(f"<p>Activation maximization: images optimized for {ctx.settings.maximize_steps} steps so that "
-                f"channels {esc(channels)} of layer <code>{esc(layer)}</code> respond as strongly as possible.</p>")
-    body.append(ctx.figure(maximize_grid(mx), f"Images that maximize channels of {layer}"))
-    return "".join(body), {"filter_layer": res.layer, "maximize_layer": str(layer), "channels": channels}
+    text = (f"<p>Activation maximization: images optimized for {ctx.settings.maximize_steps} steps so that "
+            f"channels {esc(channels)} of layer <code>{esc(layer)}</code> respond as strongly as possible.</p>")
+    return text + ctx.figure(maximize_grid(mx), f"Images that maximize channels of {layer}"), channels
 
 
 def _out_channels(model: nn.Module, layer: Any) -> int | None:
@@ -172,7 +184,7 @@ def build_arithmetic(ctx: ReportContext):
     box = ctx.explainer.receptive_field(layer, h, w, input_shape=input_shape(ctx))
     body.append(f"<p>Receptive field: input rows {box.top}…{box.bottom}, columns {box.left}…{box.right} "
                 f"({box.height}×{box.width} pixels, padding included).</p>")
-    body.append(ctx.figure(receptive_field_figure(box, ctx.images[0]), f"Receptive field of {layer}[{h}, {w}]"))
+    body.append(ctx.figure(receptive_field_figure(ctx.images[0].cpu(), box), f"Receptive field of {layer}[{h}, {w}]"))
     return "".join(body), {"layer": str(layer), "computed": float(a.computed), "actual": float(a.actual)}
 
 

@@ -10,6 +10,9 @@ from .html import esc, table
 __all__ = ["build_attribution", "build_sanity", "build_embeddings", "build_style"]
 
 
+TITLES = ("occlusion", "gradient", "guided backprop", "Grad-CAM")
+
+
 def build_attribution(ctx: ReportContext):
     """Occlusion, gradient, guided backprop and Grad-CAM, one row per image."""
     from ..plotting import attribution_grid
@@ -28,7 +31,7 @@ def build_attribution(ctx: ReportContext):
             f"({s.occlusion_window}×{s.occlusion_window} window, stride {s.occlusion_stride}, drop in "
             "probability), the plain gradient, guided backpropagation and Grad-CAM.</p>"]
     for i in range(n):
-        fig = attribution_grid(results, index=i)
+        fig = attribution_grid(results, indices=[i], titles=TITLES)
         label = ex.label(target[i])
         body.append(ctx.figure(fig, f"{ctx.names[i]}: explaining class {label}"))
     return "".join(body), {"targets": target, "methods": [r.method for r in results]}
@@ -51,10 +54,10 @@ def build_sanity(ctx: ReportContext):
 
 
 def _sanity_rows(res: Any) -> list[tuple[str, str, str]]:
-    steps = list(getattr(res, "layers", None) or getattr(res, "steps", None) or [])
-    spear = list(getattr(res, "spearman", []) or [])
-    ssim = list(getattr(res, "ssim", []) or [])
-    return [(str(st), f"{float(r):.3f}", f"{float(q):.3f}") for st, r, q in zip(steps, spear, ssim)]
+    """One row per randomization step (step 0: the trained model), first image."""
+    steps = [str(n) for n in res.steps]
+    spear, ssim = res.spearman.reshape(len(steps), -1)[:, 0], res.ssim.reshape(len(steps), -1)[:, 0]
+    return [(st, f"{float(r):.3f}", f"{float(q):.3f}") for st, r, q in zip(steps, spear.tolist(), ssim.tolist())]
 
 
 def build_embeddings(ctx: ReportContext):
