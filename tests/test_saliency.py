@@ -34,7 +34,7 @@ def _quiet_captum():
 
 def close(a, b, rel=1e-5):
     """|a - b| <= rel * max|b| (the issue's 1e-5 tolerance, relative to the map's scale)."""
-    torch.testing.assert_close(a, b, rtol=0, atol=rel * float(b.abs().max()) + 1e-12)
+    torch.testing.assert_close(a, b, rtol=0, atol=rel * float(b.detach().abs().max()) + 1e-12)
 
 
 # ----------------------------------------------------------------------------- captum equality
