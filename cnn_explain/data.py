@@ -1,0 +1,363 @@
+"""Data that needs no download, loaders for a user's own files, and image <-> tensor conversion.
+
+Embedded:
+
+* :func:`load_digits` — scikit-learn's 1,797 real handwritten digits (8×8, grey
+  levels 0..16), scaled to 0..255 and then ``value/255`` as seed 001 teaches,
+  resized bilinearly to ``size`` (28 for :func:`cnn_explain.models.mnist_cnn`),
+  split into train/test with a fixed, seeded, stratified split.
+* :func:`sample_image` — photos shipped with scikit-learn (``"china"``,
+  ``"flower"``) and Matplotlib (``"grace_hopper"``).
+
+From local paths (nothing is ever downloaded):
+
+* :class:`ImageFolder` — ``root/<class>/<image>`` folders;
+* :func:`load_cifar10_batches` — CIFAR-10 "python version" pickles;
+* :func:`load_mnist_idx` — MNIST / Fashion-MNIST IDX files, optionally gzipped.
+
+Images are ``(C, H, W)`` float32 tensors in [0, 1]; data sets yield
+``(image, label)`` with int64 labels.
+
+Example:
+    >>> train = load_digits("train")
+    >>> x, y = train[0]
+    >>> tuple(x.shape), x.dtype, int(y) in range(10)
+    ((1, 28, 28), torch.float32, True)
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, TensorDataset
+
+__all__ = [
+    "DIGIT_CLASSES", "CIFAR10_CLASSES", "load_digits", "sample_image", "load_image", "image_to_tensor",
+    "tensor_to_image", "ImageFolder", "load_cifar10_batches", "load_mnist_idx",
+]
+
+PathLike = Union[str, os.PathLike]
+DIGIT_CLASSES: list[str] = [str(i) for i in range(10)]
+CIFAR10_CLASSES: list[str] = ["airplane", "automobile", "bird", "cat", "deer",
+                              "dog", "frog", "horse", "ship", "truck"]
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+# --------------------------------------------------------------------------- conversion
+def _size_hw(size: Any, argname: str = "size") -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (int(size), int(size))
+    if not (isinstance(size, Sequence) and len(size) == 2 and all(isinstance(v, (int, np.integer)) for v in size)):
+        raise TypeError(f"{argname} must be None, an int or a pair (H, W) of ints, got {size!r}")
+    if min(size) < 1:
+        raise ValueError(f"{argname} must be positive, got {tuple(size)}")
+    return int(size[0]), int(size[1])
+
+
+def image_to_tensor(image: Any) -> torch.Tensor:
+    """A PIL image or an ``(H, W)`` / ``(H, W, C)`` array (uint8 0..255 or floats 0..1) -> ``(C, H, W)`` float32 in [0, 1]."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        image = np.asarray(image)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a PIL image or a NumPy array, got {type(image).__name__}")
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
+    arr = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def tensor_to_image(tensor: torch.Tensor):
+    """A ``(C, H, W)`` (or ``(1, C, H, W)``) tensor in [0, 1] -> PIL image (``"L"`` for 1 channel, else ``"RGB"``).
+
+    Values are clipped to [0, 1] and rounded to 0..255.
+    """
+    from PIL import Image
+
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
+    t = tensor[0] if tensor.dim() == 4 and tensor.shape[0] == 1 else tensor
+    if t.dim() != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(f"tensor must be (C, H, W) with C = 1 or 3, got shape {tuple(tensor.shape)}")
+    arr = (t.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(arr[:, :, 0], "L") if arr.shape[2] == 1 else Image.fromarray(arr, "RGB")
+
+
+def _resize_pil(img, size: tuple[int, int] | None):
+    from PIL import Image
+
+    return img if size is None else img.resize((size[1], size[0]), Image.BILINEAR)
+
+
+def load_image(path: PathLike, *, size: int | tuple[int, int] | None = None, mode: str = "RGB") -> torch.Tensor:
+    """Read an image file as a ``(C, H, W)`` float32 tensor in [0, 1].
+
+    Args:
+        path: an image file Pillow can read (PNG, JPEG, ...).
+        size: None (keep), an int (square ``size×size``) or ``(H, W)``; bilinear resize.
+        mode: ``"RGB"`` (3 channels) or ``"L"`` (1 grey channel).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not an image, or a bad ``mode``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    hw = _size_hw(size)
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"path={str(path)!r}: no such image file")
+    try:
+        with Image.open(p) as img:
+            img = _resize_pil(img.convert(mode), hw)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"path={str(path)!r} could not be read as an image: {exc}") from exc
+    return image_to_tensor(img)
+
+
+def sample_image(name: str = "china", *, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """A photo shipped with scikit-learn or Matplotlib as a ``(3, H, W)`` float32 tensor in [0, 1].
+
+    Args:
+        name: ``"china"`` (427×640), ``"flower"`` (427×640) or ``"grace_hopper"`` (600×512).
+        size: None (keep), an int (square) or ``(H, W)``; bilinear resize.
+    """
+    from PIL import Image
+
+    hw = _size_hw(size)
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        img = Image.fromarray(load_sample_image(f"{name}.jpg"))
+    elif name == "grace_hopper":
+        from matplotlib import cbook
+
+        with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as f:
+            img = f.convert("RGB")
+    else:
+        raise ValueError(f"name must be 'china', 'flower' or 'grace_hopper', got {name!r}")
+    return image_to_tensor(_resize_pil(img, hw))
+
+
+# --------------------------------------------------------------------------- digits
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as uint8 0..255 ``(1797, 8, 8)`` and labels (read once, read-only)."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    pixels = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+    pixels.flags.writeable = False
+    target = d.target.copy()
+    target.flags.writeable = False
+    return pixels, target
+
+
+def load_digits(split: str = "train", *, size: int = 28, seed: int = 0, test_size: float = 0.25) -> TensorDataset:
+    """scikit-learn's handwritten digits as ``(N, 1, size, size)`` float32 images in [0, 1] and int64 labels.
+
+    The 8×8 grey levels 0..16 become ``uint8 = round(v·255/16)`` and then
+    ``value/255`` (seed 001's normalization); images are resized bilinearly to
+    ``size×size``. The train/test split is stratified and fixed by ``seed``.
+
+    Args:
+        split: ``"train"``, ``"test"`` or ``"all"`` (all 1,797 in scikit-learn's order).
+        size: output side in pixels (28 fits :func:`cnn_explain.models.mnist_cnn`; 8 keeps the originals).
+        seed: seed of the split.
+        test_size: fraction of each class held out for ``"test"`` (0.25: 1,347 train / 450 test).
+
+    Example:
+        >>> len(load_digits("train")), len(load_digits("test"))
+        (1347, 450)
+    """
+    from sklearn.model_selection import train_test_split
+
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"size must be a positive int, got {size}")
+    if not 0.0 < float(test_size) < 1.0:
+        raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size}")
+    pixels, target = _digits_arrays()
+    x = torch.from_numpy(pixels.copy()).float().div_(255.0).unsqueeze(1)
+    if size != x.shape[-1]:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+    y = torch.from_numpy(target.astype(np.int64))
+    if split == "all":
+        return TensorDataset(x, y)
+    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=test_size, random_state=seed,
+                                           stratify=target)
+    idx = torch.from_numpy(np.sort(idx_train if split == "train" else idx_test))
+    return TensorDataset(x[idx], y[idx])
+
+
+# --------------------------------------------------------------------------- image folders
+class ImageFolder(Dataset):
+    """Images in ``root/<class name>/<file>``: one subfolder per class, classes sorted by name.
+
+    Args:
+        root: the folder holding one subfolder per class.
+        size: None (keep each image's size; images of different sizes then cannot
+            be batched), an int (square) or ``(H, W)``.
+        mode: ``"RGB"`` or ``"L"``.
+        extensions: file suffixes taken as images (case-insensitive).
+
+    Attributes:
+        classes: the class names (subfolder names, sorted); label ``i`` is ``classes[i]``.
+        samples: ``(path, label)`` pairs, sorted by class then file name.
+        targets: the labels, in the order of ``samples``.
+
+    Items are ``(image (C, H, W) float32 in [0, 1], label int)``.
+    """
+
+    def __init__(self, root: PathLike, size: int | tuple[int, int] | None = None, mode: str = "RGB",
+                 extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"root={str(root)!r} is not a folder (expected one subfolder per class)")
+        if mode not in ("RGB", "L"):
+            raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+        self.size, self.mode = _size_hw(size), mode
+        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not self.classes:
+            raise ValueError(f"root={str(root)!r} has no subfolders; expected one subfolder per class")
+        exts = tuple(e.lower() for e in extensions)
+        self.samples = [(f, label) for label, c in enumerate(self.classes)
+                        for f in sorted((self.root / c).iterdir()) if f.is_file() and f.suffix.lower() in exts]
+        if not self.samples:
+            raise ValueError(f"root={str(root)!r}: no image files ({', '.join(exts)}) in its class subfolders")
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return load_image(path, size=self.size, mode=self.mode), label
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")  # noqa: S301 - the user's own local file
+    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        raise ValueError(f"{str(path)!r} is not a CIFAR-10 python batch: {exc}") from exc
+    if not isinstance(d, dict):
+        raise ValueError(f"{str(path)!r} is not a CIFAR-10 python batch (expected a pickled dict)")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def _cifar_files(root_or_files: Any, split: str) -> list[Path]:
+    if isinstance(root_or_files, (str, os.PathLike)) and Path(root_or_files).is_dir():
+        root = Path(root_or_files)
+        if (root / "cifar-10-batches-py").is_dir():
+            root = root / "cifar-10-batches-py"
+        pattern = "data_batch_*" if split == "train" else "test_batch"
+        files = sorted(root.glob(pattern))
+        if not files:
+            raise ValueError(f"root_or_files={str(root_or_files)!r}: no {pattern!r} file in that folder")
+        return files
+    items = [root_or_files] if isinstance(root_or_files, (str, os.PathLike)) else list(root_or_files)
+    files = [Path(p) for p in items]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing or not files:
+        raise ValueError(f"root_or_files: no such file(s) {missing}; give a folder or CIFAR-10 batch files")
+    return files
+
+
+def load_cifar10_batches(root_or_files: PathLike | Sequence[PathLike], split: str = "train") -> tuple[TensorDataset, list[str]]:
+    """Load CIFAR-10 "python version" batches from local files.
+
+    Each batch is a pickled dict with ``b'data'`` (uint8, N×3072: 1,024 red, then
+    green, then blue values of a 32×32 image, row-major) and ``b'labels'``;
+    ``batches.meta`` next to them holds ``b'label_names'``.
+
+    Args:
+        root_or_files: a folder (``cifar-10-batches-py`` or its parent; ``split``
+            picks ``data_batch_*`` or ``test_batch``) or one or more batch files.
+        split: ``"train"`` or ``"test"`` (used with a folder only).
+
+    Returns:
+        ``(TensorDataset of (N, 3, 32, 32) float32 in [0, 1] and int64 labels, class names)``.
+        Class names come from ``batches.meta`` if present, else the standard CIFAR-10 names.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    files = _cifar_files(root_or_files, split)
+    xs, ys = [], []
+    for f in files:
+        d = _unpickle(f)
+        if "data" not in d or "labels" not in d:
+            raise ValueError(f"{str(f)!r} has no 'data'/'labels' entries (keys: {sorted(map(str, d))})")
+        data = np.asarray(d["data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3072 or len(d["labels"]) != len(data):
+            raise ValueError(f"{str(f)!r}: data must be N×3072 uint8 with N labels, got {data.shape}")
+        xs.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))
+        ys.append(torch.as_tensor(list(d["labels"]), dtype=torch.int64))
+    x = torch.cat(xs).float().div_(255.0)
+    meta = files[0].parent / "batches.meta"
+    classes = list(CIFAR10_CLASSES)
+    if meta.is_file():
+        names = _unpickle(meta).get("label_names")
+        if names:
+            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return TensorDataset(x, torch.cat(ys)), classes
+
+
+# --------------------------------------------------------------------------- MNIST IDX
+def _read_idx(path: PathLike, argname: str, ndim: int) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{argname}={str(path)!r}: no such file")
+    with open(p, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    expected = 0x0800 + ndim
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != ndim:
+        magic = f"0x{int.from_bytes(raw[:4], 'big'):08X}" if len(raw) >= 4 else "missing"
+        raise ValueError(f"{argname}={str(path)!r} is not an IDX file of unsigned bytes with {ndim} dims "
+                         f"(magic number {magic}, expected 0x{expected:08X})")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise ValueError(f"{argname}={str(path)!r}: header says {dims} but the file holds {body.size} values")
+    return body.reshape(dims)
+
+
+def load_mnist_idx(images_path: PathLike, labels_path: PathLike) -> TensorDataset:
+    """Load MNIST-style IDX files (optionally gzipped) from local paths.
+
+    IDX: a big-endian magic number ``0x00000803`` (images: unsigned bytes, 3 dims)
+    or ``0x00000801`` (labels, 1 dim), one big-endian int32 per dimension, then the values.
+
+    Returns:
+        A ``TensorDataset`` of ``(N, 1, H, W)`` float32 images (``value/255``) and int64 labels.
+
+    Raises:
+        ValueError: a missing file, a wrong magic number, a truncated file, or
+            different numbers of images and labels.
+    """
+    images = _read_idx(images_path, "images_path", 3)
+    labels = _read_idx(labels_path, "labels_path", 1)
+    if len(images) != len(labels):
+        raise ValueError(f"images_path has {len(images)} images but labels_path has {len(labels)} labels")
+    x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
+    return TensorDataset(x, torch.from_numpy(labels.astype(np.int64)))
