@@ -1,0 +1,277 @@
+"""Capability subcommands of ``cnn-explain``: ``report``, ``occlusion``, ``saliency``, ``grad-cam``,
+``maximize``, ``embed``, ``style`` and ``arithmetic``.
+
+Every command takes the model as ``--model pkg.module:factory`` (``--weights
+ckpt.pt`` loads a state dict into it) or ``--model digits`` (the default: seed
+001's ``mnist_cnn`` trained on the embedded digits, cached after the first run).
+Figure commands save one PNG (``--out fig.png``); ``report`` writes a folder.
+``--help`` on any of them lists its options; bad arguments exit with status 2.
+
+Example:
+    $ cnn-explain occlusion --model mypkg.nets:small_cnn --weights small.pt \\
+          --images cat.png --input-size 32 --window 8 --stride 4 --out occlusion.png
+    $ cnn-explain report --model mypkg.nets:small_cnn --weights small.pt \\
+          --images cat.png dog.jpg --input-size 32 --classes names.txt --data val/ --out report
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .cli_helpers import (UsageError, load_folder, load_images, make_explainer, model_args, nonneg_int, out_arg,
+                          pos_int, save_figure)
+
+__all__ = ["register", "COMMANDS", "main"]
+
+
+# --------------------------------------------------------------------------- report
+def _report_args(p: argparse.ArgumentParser) -> None:
+    model_args(p)
+    p.add_argument("--data", metavar="FOLDER", help="labelled image folder (one sub-folder per class) to embed")
+    p.add_argument("--sections", nargs="+", metavar="KEY", help="only these sections")
+    p.add_argument("--embed-methods", nargs="+", choices=("pca", "tsne", "umap"), default=["pca", "tsne", "umap"])
+    p.add_argument("--maximize-steps", type=pos_int, default=64)
+    p.add_argument("--occlusion-window", type=pos_int, default=8)
+    p.add_argument("--occlusion-stride", type=pos_int, default=4)
+    p.add_argument("--style", nargs=2, metavar=("CONTENT", "STYLE"), help="add a style-transfer section")
+    p.add_argument("--style-steps", type=pos_int, default=100)
+    p.add_argument("--style-size", type=pos_int, default=128)
+    p.add_argument("--out", default="report", help="report folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _load_data(args: argparse.Namespace, ex: Any):
+    return None if args.data is None else load_folder(args, ex, args.data)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    ex = make_explainer(args)
+    load_images(ex, args.images)  # checks every file before the long work starts
+    style = None
+    if args.style:
+        style = {"content": args.style[0], "style": args.style[1], "steps": args.style_steps,
+                 "size": args.style_size}
+    res = write_report(ex, list(args.images), data=_load_data(args, ex), out=args.out,
+                       sections=args.sections, progress=not args.quiet, embed_methods=tuple(args.embed_methods),
+                       maximize_steps=args.maximize_steps, occlusion_window=args.occlusion_window,
+                       occlusion_stride=args.occlusion_stride, style=style)
+    print(res.path)
+    return 0
+
+
+# --------------------------------------------------------------------------- attribution
+def _target_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", type=nonneg_int, help="class to explain (default: the predicted class)")
+
+
+def _occlusion_args(p: argparse.ArgumentParser) -> None:
+    model_args(p)
+    _target_arg(p)
+    p.add_argument("--window", type=pos_int, default=8, help="occluding square side, pixels")
+    p.add_argument("--stride", type=pos_int, default=4, help="step between squares, pixels")
+    p.add_argument("--measure", choices=("prob", "logit"), default="prob")
+    out_arg(p, "occlusion.png")
+
+
+def _draw_attribution(ex: Any, results: list[Any], out: str) -> int:
+    from .plotting import attribution_grid
+
+    save_figure(attribution_grid(results), out)
+    return 0
+
+
+def run_occlusion(args: argparse.Namespace) -> int:
+    ex = make_explainer(args)
+    x = load_images(ex, args.images)
+    res = ex.occlusion(x, target=args.target, window=args.window, stride=args.stride, measure=args.measure,
+                       progress=not args.quiet)
+    return _draw_attribution(ex, [res], args.out)
+
+
+def _saliency_args(p: argparse.ArgumentParser) -> None:
+    model_args(p)
+    _target_arg(p)
+    p.add_argument("--method", choices=("gradient", "guided", "deconv"), default="guided")
+    p.add_argument("--smooth", type=nonneg_int, default=0, help="SmoothGrad samples (0: off)")
+    out_arg(p, "saliency.png")
+
+
+def run_saliency(args: argparse.Namespace) -> int:
+    ex = make_explainer(args)
+    x = load_images(ex, args.images)
+    res = ex.saliency(x, target=args.target, method=args.method, smooth=args.smooth, progress=not args.quiet)
+    return _draw_attribution(ex, [res], args.out)
+
+
+def _cam_args(p: argparse.ArgumentParser) -> None:
+    model_args(p)
+    _target_arg(p)
+    p.add_argument("--layer", help="layer name (default: the last conv layer)")
+    p.add_argument("--guided", action="store_true", help="guided Grad-CAM")
+    out_arg(p, "grad_cam.png")
+
+
+def run_grad_cam(args: argparse.Namespace) -> int:
+    ex = make_explainer(args)
+    x = load_images(ex, args.images)
+    res = ex.grad_cam(x, target=args.target, layer=args.layer, guided=args.guided)
+    return _draw_attribution(ex, [res], args.out)
+
+
+# --------------------------------------------------------------------------- inside the network
+def _maximize_args(p: argparse.ArgumentParser) -> None:
+    model_args(p, images="")
+    p.add_argument("--layer", required=True, help="layer name, e.g. '6' or 'features.3'")
+    p.add_argument("--channels", type=nonneg_int, nargs="+", default=[0, 1, 2, 3])
+    p.add_argument("--steps", type=pos_int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    out_arg(p, "maximize.png")
+
+
+def run_maximize(args: argparse.Namespace) -> int:
+    from ._utils import first_conv
+    from .plotting import maximize_grid
+
+    ex = make_explainer(args)
+    size = args.input_size or (28 if args.model == "digits" else None)
+    if size is None:
+        raise UsageError("--input-size is required for maximize (the size of the images to optimize)")
+    conv = first_conv(ex.model)
+    shape = (conv.in_channels if conv is not None else 3, size, size)
+    res = ex.maximize(args.layer, args.channels, steps=args.steps, seed=args.seed, input_shape=shape,
+                      progress=not args.quiet)
+    save_figure(maximize_grid(res), args.out)
+    return 0
+
+
+def _arithmetic_args(p: argparse.ArgumentParser) -> None:
+    model_args(p, images=1)
+    p.add_argument("--layer", required=True, help="conv, pool or linear layer name")
+    p.add_argument("--channel", type=nonneg_int, default=0)
+    p.add_argument("--h", type=nonneg_int, help="output row (default: the centre)")
+    p.add_argument("--w", type=nonneg_int, help="output column (default: the centre)")
+    out_arg(p, "arithmetic.png")
+
+
+def run_arithmetic(args: argparse.Namespace) -> int:
+    from .plotting import arithmetic_figure
+
+    ex = make_explainer(args)
+    x = load_images(ex, args.images)
+    res = ex.arithmetic(x, args.layer, args.channel, args.h, args.w)
+    print(res)
+    save_figure(arithmetic_figure(res), args.out)
+    return 0
+
+
+# --------------------------------------------------------------------------- data set level
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    model_args(p, images="")
+    p.add_argument("--data", metavar="FOLDER", help="labelled image folder (default with --model digits: "
+                                                    "the digits test set)")
+    p.add_argument("--method", choices=("pca", "tsne", "umap"), default="tsne")
+    p.add_argument("--layer", help="layer whose features are embedded (default: the embedding's default)")
+    p.add_argument("--seed", type=int, default=0)
+    out_arg(p, "embedding.png")
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    if args.data is None and args.model != "digits":
+        raise UsageError("--data FOLDER is required unless --model digits")
+    ex = make_explainer(args)
+    if args.data is None:
+        from .data import load_digits
+
+        data = load_digits("test")
+    else:
+        data = _load_data(args, ex)
+    emb = ex.embed(data, layer=args.layer, method=args.method, seed=args.seed, progress=not args.quiet)
+    print(f"trustworthiness {float(emb.trustworthiness):.3f}")
+    from .plotting import scatter_embedding
+
+    save_figure(scatter_embedding(emb), args.out)
+    return 0
+
+
+def _style_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--content", default="china", help="content image file or a sample photo name")
+    p.add_argument("--style", default="flower", help="style image file or a sample photo name")
+    p.add_argument("--size", type=pos_int, default=128)
+    p.add_argument("--steps", type=pos_int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    out_arg(p, "style.png")
+
+
+def _style_image(name: str):
+    from pathlib import Path
+
+    if Path(name).is_file():
+        return name
+    from .data import sample_image
+
+    try:
+        return sample_image(name)
+    except ValueError:
+        raise UsageError(f"{name!r} is neither an image file nor a sample image (china, flower, grace_hopper)") from None
+
+
+def run_style(args: argparse.Namespace) -> int:
+    from .plotting import style_figure
+    from .style import transfer
+
+    res = transfer(_style_image(args.content), _style_image(args.style), size=args.size, steps=args.steps,
+                   seed=args.seed, progress=not args.quiet)
+    save_figure(style_figure(res), args.out)
+    return 0
+
+
+# --------------------------------------------------------------------------- registry
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+#: ``{name: (help, add_arguments, run)}``
+COMMANDS: dict[str, Command] = {
+    "report": ("Write the HTML report for your model and images.", _report_args, run_report),
+    "occlusion": ("Occlusion heatmap (Zeiler & Fergus 2014).", _occlusion_args, run_occlusion),
+    "saliency": ("Gradient / guided-backprop / deconvnet saliency.", _saliency_args, run_saliency),
+    "grad-cam": ("Grad-CAM heatmap (Selvaraju et al. 2017).", _cam_args, run_grad_cam),
+    "maximize": ("Images that maximize channels of a layer.", _maximize_args, run_maximize),
+    "arithmetic": ("The worked computation of one output value.", _arithmetic_args, run_arithmetic),
+    "embed": ("PCA / t-SNE / UMAP map of a layer's features.", _embed_args, run_embed),
+    "style": ("Gram-matrix style transfer with a random-filter network.", _style_args, run_style),
+}
+
+
+def register(subparsers: Any) -> None:
+    """Add every capability subcommand to an ``argparse`` subparsers object.
+
+    Each parser gets ``func`` = ``(args) -> int``; a :class:`UsageError`,
+    ``ValueError`` or ``TypeError`` becomes ``parser.error`` (message, exit status 2).
+    """
+    for name, (help_text, add_args, run) in COMMANDS.items():
+        p = subparsers.add_parser(name, help=help_text, description=help_text,
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add_args(p)
+        p.set_defaults(func=_guarded(run, p))
+
+
+def _guarded(run: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser):
+    def func(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (UsageError, ValueError, TypeError) as exc:
+            parser.error(str(exc))
+            return 2  # pragma: no cover - parser.error exits
+
+    return func
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one capability subcommand on its own (the full ``cnn-explain`` is :func:`cnn_explain.cli.main`)."""
+    parser = argparse.ArgumentParser(prog="cnn-explain", description="Explain a CNN from the command line.")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)

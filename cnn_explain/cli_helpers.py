@@ -1,0 +1,210 @@
+"""Shared pieces of the capability subcommands (see :mod:`cnn_explain.cli_commands`).
+
+A model comes from ``--model pkg.module:factory`` (a function or class called
+with no arguments; ``--weights ckpt.pt`` loads a state dict into it) or
+``--model digits`` (the trained digits CNN). Images are files, converted to the
+model's channel count, resized to ``--input-size`` and scaled to ``[0, 1]``
+(``--mean``/``--std`` normalize them further). Mistakes raise :class:`UsageError`,
+which the commands report through argparse (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["UsageError", "load_model", "image_transform", "make_explainer", "load_images", "load_folder", "save_figure"]
+
+
+class UsageError(Exception):
+    """A bad command-line argument; reported by argparse (exit status 2)."""
+
+
+# --------------------------------------------------------------------------- shared options
+def model_args(p: argparse.ArgumentParser, images: str = "+") -> None:
+    g = p.add_argument_group("model and inputs")
+    g.add_argument("--model", default="digits", metavar="MODULE:FACTORY",
+                   help="'pkg.module:factory' returning an nn.Module, or 'digits' (default: the trained "
+                        "digits CNN)")
+    g.add_argument("--weights", metavar="CKPT", help="state dict (or checkpoint) to load into the model")
+    if images:
+        g.add_argument("--images", nargs=images, metavar="IMAGE", required=True, help="image files to explain")
+    g.add_argument("--input-size", type=pos_int, metavar="S", help="resize images to S×S (default: "
+                                                                      "28 for digits, else keep)")
+    g.add_argument("--mean", type=float, nargs="+", help="per-channel mean subtracted after scaling to [0, 1]")
+    g.add_argument("--std", type=float, nargs="+", help="per-channel std divided by after --mean")
+    g.add_argument("--classes", metavar="NAMES.txt", help="class names, one per line")
+
+
+def out_arg(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--out", default=default, help=f"output file (default: {default})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def pos_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+# --------------------------------------------------------------------------- loading
+def load_model(spec: str, weights: str | None = None):
+    """``'pkg.module:factory'`` (or ``'digits'``) -> an ``nn.Module``, with ``weights`` loaded if given."""
+    import torch
+    from torch import nn
+
+    if spec == "digits":
+        from .train import pretrained_digits_cnn
+
+        model = pretrained_digits_cnn(progress=False)
+    else:
+        module_name, sep, attr = spec.partition(":")
+        if not sep or not module_name or not attr:
+            raise UsageError(f"--model must look like 'pkg.module:factory' (or 'digits'), got {spec!r}")
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # the user's own modules, as `python -m` would find them
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"--model {spec!r}: cannot load it ({exc})") from None
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"--model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise UsageError(f"--weights: no such file: {weights}")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        for key in ("model_state", "state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError) as exc:
+            raise UsageError(f"--weights {weights}: they do not fit the model ({str(exc).splitlines()[0]})") from None
+    return model.eval()
+
+
+def image_transform(channels: int, size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None):
+    """PIL image -> ``(channels, size, size)`` float tensor in [0, 1], then ``(x - mean) / std``."""
+    import numpy as np
+    import torch
+
+    def transform(im: Any):
+        im = im.convert("L" if channels == 1 else "RGB")
+        if size is not None:
+            im = im.resize((size, size))
+        arr = np.asarray(im, dtype=np.float32) / 255.0
+        t = torch.from_numpy(arr)[None] if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
+        if mean is not None:
+            t = t - torch.tensor(mean, dtype=t.dtype).view(-1, 1, 1)
+        if std is not None:
+            t = t / torch.tensor(std, dtype=t.dtype).view(-1, 1, 1)
+        return t.contiguous()
+
+    return transform
+
+
+def input_spec(args: argparse.Namespace, model: Any) -> tuple[int, int | None]:
+    """``(channels, size)``: the first conv's input channels (3 without one) and ``--input-size``."""
+    from ._utils import first_conv
+
+    conv = first_conv(model)
+    return (conv.in_channels if conv is not None else 3), args.input_size or (28 if args.model == "digits" else None)
+
+
+def make_explainer(args: argparse.Namespace):
+    """The model, its class names and the image transform from the shared options."""
+    from . import explain
+
+    model = load_model(args.model, args.weights)
+    channels, size = input_spec(args, model)
+    for name in ("mean", "std"):
+        vals = getattr(args, name)
+        if vals is not None and len(vals) not in (1, channels):
+            raise UsageError(f"--{name} needs 1 or {channels} values, got {len(vals)}")
+    classes = None
+    if args.classes:
+        if not Path(args.classes).is_file():
+            raise UsageError(f"--classes: no such file: {args.classes}")
+        classes = [ln.strip() for ln in Path(args.classes).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    elif args.model == "digits":
+        from .data import DIGIT_CLASSES
+
+        classes = list(DIGIT_CLASSES)
+    return explain(model, class_names=classes, transform=image_transform(channels, size, args.mean, args.std))
+
+
+def load_images(ex: Any, paths: Sequence[str]):
+    """Image files -> an ``(N, C, H, W)`` batch through the explainer's transform."""
+    from PIL import Image, UnidentifiedImageError
+
+    batch = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise UsageError(f"--images: no such file: {p}")
+        try:
+            with Image.open(p) as im:
+                batch.append(ex.prepare(im, argname=f"--images {p}"))
+        except UnidentifiedImageError:
+            raise UsageError(f"--images: {p} is not an image file") from None
+    import torch
+
+    return torch.cat(batch)
+
+
+def load_folder(args: argparse.Namespace, ex: Any, folder: str):
+    """``root/<class>/<image>`` as a data set prepared like ``--images`` (size, channels, mean/std)."""
+    import torch
+    from torch.utils.data import Dataset
+
+    from .data import ImageFolder
+
+    if not Path(folder).is_dir():
+        raise UsageError(f"--data: no such folder: {folder}")
+    channels, size = input_spec(args, ex.model)
+    base = ImageFolder(folder, size=size, mode="L" if channels == 1 else "RGB")
+    mean = None if args.mean is None else torch.tensor(args.mean).view(-1, 1, 1)
+    std = None if args.std is None else torch.tensor(args.std).view(-1, 1, 1)
+
+    class Normalized(Dataset):
+        classes = base.classes
+
+        def __len__(self) -> int:
+            return len(base)
+
+        def __getitem__(self, i: int):
+            x, y = base[i]
+            x = x if mean is None else x - mean
+            return (x if std is None else x / std), y
+
+    return Normalized()
+
+
+def save_figure(fig: Any, out: str) -> str:
+    """Save a Matplotlib Figure as PNG (folders created); return the path."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(path)
+    return str(path)
+
+

@@ -1,0 +1,142 @@
+"""The capability subcommands: each runs on a user's model (``pkg.module:factory``) and saves a figure;
+``--help`` everywhere; bad arguments exit with status 2 and a message naming the argument."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnn_explain.cli_commands import COMMANDS, main
+
+MODEL = ["--model", "cnn_explain.models:tiny_vgg", "--input-size", "16"]
+
+
+def _run(argv):
+    """Run through the full ``cnn-explain`` entry point when it exists, else the commands' own parser."""
+    try:
+        from cnn_explain.cli import main as cli_main
+    except ImportError:
+        cli_main = main
+    return cli_main(argv)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2):
+        p = root / f"img{i}.png"
+        Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(p)
+        paths.append(str(p))
+    for c in ("cats", "dogs"):
+        (root / "data" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(root / "data" / c / f"{i}.png")
+    (root / "names.txt").write_text("\n".join(["<script>evil</script>"] + [f"class {i}" for i in range(1, 10)]))
+    torch.manual_seed(0)
+    from cnn_explain.models import tiny_vgg
+
+    torch.save(tiny_vgg().state_dict(), root / "w.pt")
+    torch.save(tiny_vgg(num_classes=3).state_dict(), root / "wrong.pt")
+    return root, paths
+
+
+def _png(path) -> None:
+    with Image.open(path) as im:
+        im.load()
+        assert im.format == "PNG" and im.size[0] > 50 and len(np.unique(np.asarray(im.convert("L")))) > 1
+
+
+FIGURE_CASES = {
+    "occlusion": ["--window", "8", "--stride", "8", "--target", "3"],
+    "saliency": ["--method", "gradient"],
+    "grad-cam": ["--layer", "features.3", "--guided"],
+    "arithmetic": ["--layer", "features.0", "--channel", "1", "--h", "2", "--w", "2"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", list(FIGURE_CASES))
+def test_image_commands_save_a_figure(command, files, tmp_path, capsys):
+    root, paths = files
+    images = paths[:1] if command == "arithmetic" else paths
+    out = tmp_path / "sub" / f"{command}.png"
+    argv = [command, *MODEL, "--weights", str(root / "w.pt"), "--images", *images, *FIGURE_CASES[command],
+            "--out", str(out), "--quiet"]
+    assert _run(argv) == 0
+    _png(out)
+    assert str(out) in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_maximize_embed_style(files, tmp_path):
+    root, paths = files
+    assert _run(["maximize", *MODEL, "--layer", "features.3", "--channels", "0", "2", "--steps", "2",
+                 "--out", str(tmp_path / "m.png"), "--quiet"]) == 0
+    _png(tmp_path / "m.png")
+    assert _run(["embed", *MODEL, "--data", str(root / "data"), "--method", "pca",
+                 "--out", str(tmp_path / "e.png"), "--quiet"]) == 0
+    _png(tmp_path / "e.png")
+    assert _run(["style", "--content", paths[0], "--style", paths[1], "--size", "16", "--steps", "2",
+                 "--out", str(tmp_path / "s.png"), "--quiet"]) == 0
+    _png(tmp_path / "s.png")
+
+
+@pytest.mark.slow
+def test_report_command(files, tmp_path):
+    root, paths = files
+    out = tmp_path / "rep"
+    argv = ["report", *MODEL, "--weights", str(root / "w.pt"), "--images", *paths, "--classes",
+            str(root / "names.txt"), "--data", str(root / "data"), "--embed-methods", "pca", "--maximize-steps",
+            "2", "--occlusion-window", "8", "--occlusion-stride", "8", "--out", str(out), "--quiet"]
+    assert _run(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    status = {s["key"]: s for s in manifest["sections"]}
+    assert all(s["included"] for k, s in status.items() if k != "style"), status
+    assert manifest["images"] == ["img0.png", "img1.png"]
+    assert manifest["class_names"][0] == "<script>evil</script>"
+    text = (out / "index.html").read_text(encoding="utf-8")
+    assert "<script" not in text
+    for f in manifest["figures"]:
+        _png(out / f["file"])
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _run([command, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage:" in text and ("--out" in text)
+
+
+BAD = [
+    (["occlusion", "--model", "no_colon", "--images", "x.png"], "pkg.module:factory"),
+    (["occlusion", "--model", "no.such.module:f", "--images", "{img}"], "cannot load"),
+    (["occlusion", *MODEL, "--images", "missing.png"], "no such file"),
+    (["occlusion", *MODEL, "--images", "{img}", "--window", "0"], "positive integer"),
+    (["saliency", *MODEL, "--images", "{img}", "--method", "magic"], "invalid choice"),
+    (["grad-cam", *MODEL, "--images", "{img}", "--layer", "nosuchlayer"], "nosuchlayer"),
+    (["occlusion", *MODEL, "--images", "{img}", "--weights", "{wrong}"], "do not fit"),
+    (["occlusion", *MODEL, "--images", "{img}", "--mean", "0.1", "0.2"], "--mean"),
+    (["maximize", "--model", "cnn_explain.models:tiny_vgg", "--layer", "features.0"], "--input-size"),
+    (["embed", "--model", "cnn_explain.models:tiny_vgg"], "--data"),
+    (["report", *MODEL], "--images"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD)
+def test_bad_arguments_exit_2(argv, message, files, capsys, tmp_path):
+    root, paths = files
+    argv = [a.format(img=paths[0], wrong=root / "wrong.pt") for a in argv] + ["--out", str(tmp_path / "x.png")]
+    with pytest.raises(SystemExit) as exc:
+        _run(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage:" in err
+    assert not (tmp_path / "x.png").exists()
