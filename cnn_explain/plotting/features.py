@@ -215,7 +215,10 @@ def receptive_field_figure(image: Any, box: Any, ax: Any = None, color: str = "r
         box: any object with inclusive ``.top .bottom .left .right`` input
             coordinates (from :func:`cnn_explain.layers.receptive_field`); it may
             extend past the image into the padding, and the axes then show it.
+            A ``.support`` differing from the box (pixels that really reach the
+            output) is drawn dashed.
         ax: optional Axes to draw on.
+        color: edge colour of the box.
     """
     from matplotlib.patches import Rectangle
 
@@ -228,6 +231,11 @@ def receptive_field_figure(image: Any, box: Any, ax: Any = None, color: str = "r
     top, bottom, left, right = int(box.top), int(box.bottom), int(box.left), int(box.right)
     ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1,
                            fill=False, edgecolor=color, linewidth=2))
+    support = getattr(box, "support", None)
+    if support is not None and tuple(support) != (top, bottom, left, right):
+        t, b, l, r = (int(v) for v in support)  # the pixels inside the image that really reach the output
+        ax.add_patch(Rectangle((l - 0.5, t - 0.5), r - l + 1, b - t + 1, fill=False, edgecolor=color,
+                               linewidth=1, linestyle="--"))
     H, W = img.shape[:2]
     ax.set_xlim(min(-0.5, left - 0.5), max(W - 0.5, right + 0.5))
     ax.set_ylim(max(H - 0.5, bottom + 0.5), min(-0.5, top - 0.5))
