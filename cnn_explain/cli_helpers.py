@@ -69,7 +69,6 @@ def nonneg_int(text: str) -> int:
 # --------------------------------------------------------------------------- loading
 def load_model(spec: str, weights: str | None = None):
     """``'pkg.module:factory'`` (or ``'digits'``) -> an ``nn.Module``, with ``weights`` loaded if given."""
-    import torch
     from torch import nn
 
     if spec == "digits":
@@ -90,16 +89,14 @@ def load_model(spec: str, weights: str | None = None):
         if not isinstance(model, nn.Module):
             raise UsageError(f"--model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
+        from .train import load_checkpoint
+
         if not Path(weights).is_file():
             raise UsageError(f"--weights: no such file: {weights}")
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        for key in ("model_state", "state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
         try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError) as exc:
-            raise UsageError(f"--weights {weights}: they do not fit the model ({str(exc).splitlines()[0]})") from None
+            load_checkpoint(model, weights)
+        except ValueError as exc:
+            raise UsageError(f"--weights: the checkpoint does not fit the model ({exc})") from None
     return model.eval()
 
 

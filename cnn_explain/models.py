@@ -97,6 +97,14 @@ class RandomTextureNet(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
 
+    @property
+    def content_layers(self) -> list[str]:
+        return [f"relu{self.scales[0]}"]
+
+    @property
+    def style_layers(self) -> list[str]:
+        return [f"relu{k}" for k in self.scales]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [getattr(self, f"relu{k}")(getattr(self, f"conv{k}")(x)) for k in self.scales]
         return torch.cat(outs, dim=1)

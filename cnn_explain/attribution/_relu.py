@@ -4,8 +4,8 @@ captum and pytorch-grad-cam change the backward pass of registered ``nn.ReLU``
 modules only; a network that calls ``F.relu``, ``torch.relu``, ``x.relu_()`` or
 creates an ``nn.ReLU()`` inside ``forward`` silently gets the plain gradient.
 Here the calls themselves are intercepted with a
-:class:`torch.overrides.TorchFunctionMode` (not a hook: nothing is registered
-on the model) and replaced by :class:`_RectifiedReLU`, whose forward is ReLU and
+`torch.overrides.TorchFunctionMode` (not a hook: nothing is registered
+on the model) and replaced by `_RectifiedReLU`, whose forward is ReLU and
 whose backward is
 
 * guided backprop (Springenberg et al. 2015): ``grad.clamp(min=0) * (x > 0)``

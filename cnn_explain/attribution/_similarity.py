@@ -1,14 +1,14 @@
-"""Similarity of two saliency maps: Spearman rank correlation and SSIM (no scipy needed).
+r"""Similarity of two saliency maps: Spearman rank correlation and SSIM (no scipy needed).
 
-* Spearman's :math:`\\rho` is Pearson's correlation of the ranks, ties getting
-  their average rank (as ``scipy.stats.spearmanr``).
+* Spearman's $\rho$ is Pearson's correlation of the ranks, ties getting their
+  average rank (as `scipy.stats.spearmanr`).
 * SSIM (Wang et al. 2004, "Image quality assessment: from error visibility to
   structural similarity") with a Gaussian window (σ = 1.5, 11 × 11, shrunk to fit
-  small maps), :math:`C_1 = (0.01 L)^2`, :math:`C_2 = (0.03 L)^2`, averaged over
-  the positions where the window fits:
+  small maps), $C_1 = (0.01 L)^2$, $C_2 = (0.03 L)^2$, averaged over the
+  positions where the window fits:
 
-  .. math:: \\mathrm{SSIM}(a, b) = \\frac{(2\\mu_a\\mu_b + C_1)(2\\sigma_{ab} + C_2)}
-            {(\\mu_a^2 + \\mu_b^2 + C_1)(\\sigma_a^2 + \\sigma_b^2 + C_2)}
+$$ \mathrm{SSIM}(a, b) = \frac{(2\mu_a\mu_b + C_1)(2\sigma_{ab} + C_2)}
+   {(\mu_a^2 + \mu_b^2 + C_1)(\sigma_a^2 + \sigma_b^2 + C_2)} $$
 
 Adebayo et al. 2018 compare maps this way, on absolute values normalized to [0, 1].
 """

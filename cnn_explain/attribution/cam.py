@@ -1,18 +1,16 @@
-"""Grad-CAM and guided Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations
+r"""Grad-CAM and guided Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations
 from Deep Networks via Gradient-based Localization").
 
-For the feature maps :math:`A^k` (``(N, K, h, w)``) of a conv layer and the class
-score :math:`S_c`:
+For the feature maps $A^k$ (`(N, K, h, w)`) of a conv layer and the class score $S_c$:
 
-.. math::
-    \\alpha_k^c = \\frac{1}{hw}\\sum_{i,j} \\frac{\\partial S_c}{\\partial A^k_{ij}},
-    \\qquad L^c = \\mathrm{ReLU}\\Big(\\sum_k \\alpha_k^c A^k\\Big)
+$$ \alpha_k^c = \frac{1}{hw}\sum_{i,j} \frac{\partial S_c}{\partial A^k_{ij}}, \qquad
+   L^c = \mathrm{ReLU}\Big(\sum_k \alpha_k^c A^k\Big) $$
 
-:math:`L^c` (``(N, 1, h, w)``, kept as ``result.cam``) is upsampled bilinearly to
-the input size (``align_corners=False``, as captum's
-``LayerAttribution.interpolate(..., "bilinear")``) to give ``result.attribution``
-``(N, 1, H, W)``. Guided Grad-CAM multiplies guided backprop (signed, ``(N, C, H, W)``)
-by the upsampled map, as captum's ``GuidedGradCam`` does.
+$L^c$ (`(N, 1, h, w)`, kept as `result.cam`) is upsampled bilinearly to the
+input size (`align_corners=False`, as captum's
+`LayerAttribution.interpolate(..., "bilinear")`) to give `result.attribution`
+`(N, 1, H, W)`. Guided Grad-CAM multiplies guided backprop (signed,
+`(N, C, H, W)`) by the upsampled map, as captum's `GuidedGradCam` does.
 
 Example:
     >>> from cnn_explain.models import tiny_vgg
@@ -41,13 +39,13 @@ __all__ = ["grad_cam", "GradCam"]
 
 @dataclass(frozen=True, eq=False)
 class GradCam(Attribution):
-    """A Grad-CAM result (see :class:`~cnn_explain.attribution.result.Attribution`).
+    """A Grad-CAM result (see `~cnn_explain.attribution.result.Attribution`).
 
     Attributes:
         attribution: ``(N, 1, H, W)`` Grad-CAM upsampled to the input (``(N, C, H, W)``
             for guided Grad-CAM).
         cam: ``(N, 1, h, w)`` Grad-CAM at the layer's resolution.
-        weights: ``(N, K)`` channel weights :math:`\\alpha_k^c`.
+        weights: ``(N, K)`` channel weights $\\alpha_k^c$ (the spatial mean of the gradients).
         layer: the layer's name (``name#k`` if it was the module's k-th call).
         relu_calls: ReLU calls rectified by guided backprop (guided Grad-CAM only).
     """
@@ -105,7 +103,7 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
         output: selects the score tensor from a model returning a tuple/dict.
 
     Returns:
-        :class:`GradCam` with ``.attribution`` ``(N, 1, H, W)`` (``(N, C, H, W)``
+        `GradCam` with ``.attribution`` ``(N, 1, H, W)`` (``(N, C, H, W)``
         if guided), ``.cam`` ``(N, 1, h, w)``, ``.weights`` ``(N, K)``, ``.layer``,
         ``.target``, ``.method`` (``"grad_cam"`` or ``"guided_grad_cam"``).
 

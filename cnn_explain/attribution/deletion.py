@@ -103,7 +103,7 @@ def deletion_insertion(model: nn.Module, x: Any, attribution: Any, *, target: An
         model: the classifier (run in eval mode under ``torch.inference_mode``;
             its flags are put back).
         x: images ``(N, C, H, W)``.
-        attribution: an :class:`Attribution` result or a tensor ``(N, C, H, W)`` /
+        attribution: an `Attribution` result or a tensor ``(N, C, H, W)`` /
             ``(N, H, W)`` with ``x``'s height and width; channels are summed to
             rank pixels (ties keep row-major order).
         target: class per image; default the result's ``.target`` (else the
@@ -115,7 +115,7 @@ def deletion_insertion(model: nn.Module, x: Any, attribution: Any, *, target: An
         progress: show a progress bar over the steps.
 
     Returns:
-        :class:`DeletionInsertion`.
+        `DeletionInsertion`.
     """
     steps = positive_int(steps, "steps")
     if measure not in ("prob", "logit"):

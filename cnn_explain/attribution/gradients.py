@@ -1,32 +1,29 @@
-"""Gradient saliency: vanilla gradient, guided backprop, deconvnet, SmoothGrad.
+r"""Gradient saliency: vanilla gradient, guided backprop, deconvnet, SmoothGrad.
 
-For a class score :math:`S_c(x)` (the logit of class ``c``) the saliency map is
-built from its gradient with respect to the input pixels,
+For a class score $S_c(x)$ (the logit of class $c$) the saliency map is built
+from its gradient with respect to the input pixels (Simonyan et al. 2014,
+"Deep Inside Convolutional Networks"):
 
-.. math::  M_c(x) = \\left| \\frac{\\partial S_c}{\\partial x} \\right|
-           \\quad\\text{(Simonyan et al. 2014, \\"Deep Inside Convolutional Networks\\")}
+$$ M_c(x) = \left| \frac{\partial S_c}{\partial x} \right| $$
 
-where the backward pass through each ReLU ``y = max(x, 0)`` is, for an incoming
-gradient ``g``:
+The methods differ only in the backward pass through each ReLU $y = \max(x, 0)$,
+for an incoming gradient $g$:
 
-==========  =========================================  ===========================
-method      backward through ReLU                      paper
-==========  =========================================  ===========================
-gradient    ``g * (x > 0)``                            Simonyan et al. 2014
-guided      ``max(g, 0) * (x > 0)``                    Springenberg et al. 2015
-deconv      ``max(g, 0)``                              Zeiler & Fergus 2014
-==========  =========================================  ===========================
+| method     | backward through ReLU       | paper                     |
+|------------|-----------------------------|---------------------------|
+| `gradient` | $g \cdot [x > 0]$           | Simonyan et al. 2014      |
+| `guided`   | $\max(g, 0) \cdot [x > 0]$  | Springenberg et al. 2015  |
+| `deconv`   | $\max(g, 0)$                | Zeiler & Fergus 2014      |
 
-SmoothGrad (Smilkov et al. 2017) averages the maps of ``n`` noisy copies,
-:math:`\\hat M_c(x) = \\frac1n \\sum_{j=1}^{n} M_c(x + \\sigma z_j)`,
-:math:`z_j \\sim \\mathcal N(0, I)`, with :math:`\\sigma` = ``noise`` × (max − min)
-of each image.
+SmoothGrad (Smilkov et al. 2017) averages the maps of $n$ noisy copies,
+$\hat M_c(x) = \frac1n \sum_{j=1}^{n} M_c(x + \sigma z_j)$, $z_j \sim \mathcal N(0, I)$,
+with $\sigma$ = `noise` × (max − min) of each image.
 
 Guided backprop and deconvnet rectify **every** ReLU call of the forward pass —
-``nn.ReLU`` modules (in place or not, reused), ``F.relu``, ``torch.relu``,
-``x.relu_()``, an ``nn.ReLU()`` created inside ``forward`` — by intercepting the
-calls (see :mod:`cnn_explain.attribution._relu`); the count is in
-``result.relu_calls``. captum rectifies registered ``nn.ReLU`` modules only.
+`nn.ReLU` modules (in place or not, reused), `F.relu`, `torch.relu`,
+`x.relu_()`, an `nn.ReLU()` created inside `forward` — by intercepting the
+calls (see `cnn_explain.attribution._relu`); the count is in
+`result.relu_calls`. captum rectifies registered `nn.ReLU` modules only.
 
 Example:
     >>> from cnn_explain.models import tiny_vgg
@@ -58,7 +55,7 @@ METHODS = ("gradient", "guided", "deconv")
 
 @dataclass(frozen=True, eq=False)
 class Saliency(Attribution):
-    """A gradient saliency result (see :class:`~cnn_explain.attribution.result.Attribution`).
+    """A gradient saliency result (see `~cnn_explain.attribution.result.Attribution`).
 
     Attributes:
         relu_calls: ReLU calls rectified in one forward pass (0 for ``"gradient"``).
@@ -165,7 +162,7 @@ def saliency(model: nn.Module, x: Any, *, target: Any = None, method: str = "gra
         progress: show a progress bar over SmoothGrad samples.
 
     Returns:
-        :class:`Saliency`: ``.attribution`` ``(N, C, H, W)`` on the CPU,
+        `Saliency`: ``.attribution`` ``(N, C, H, W)`` on the CPU,
         ``.target`` ``(N,)``, ``.method``, ``.relu_calls``, ``.inputs``.
 
     Raises:

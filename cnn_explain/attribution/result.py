@@ -1,7 +1,7 @@
-"""The result every attribution method returns: :class:`Attribution`.
+"""The result every attribution method returns: `Attribution`.
 
 Occlusion, gradient saliency (vanilla, guided backprop, deconvnet, SmoothGrad)
-and Grad-CAM all return an :class:`Attribution` (or a subclass adding fields),
+and Grad-CAM all return an `Attribution` (or a subclass adding fields),
 so every heatmap figure works for every method.
 
 Example:

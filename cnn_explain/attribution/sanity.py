@@ -1,6 +1,6 @@
 """Sanity checks for saliency maps: the model-parameter randomization test
 (Adebayo et al. 2018, "Sanity Checks for Saliency Maps"), and deletion /
-insertion curves (re-exported from :mod:`cnn_explain.attribution.deletion`).
+insertion curves (re-exported from `cnn_explain.attribution.deletion`).
 
 A map that explains the *model* must change when the model's learned weights
 are destroyed. Layers are re-initialized **cascading from the top** (logits
@@ -8,7 +8,7 @@ first, then the layer below, … keeping the earlier ones re-initialized), the m
 is recomputed after each step and compared with the original by
 
 * Spearman rank correlation of the absolute maps, and
-* SSIM of the absolute maps normalized to [0, 1] (see :mod:`._similarity`).
+* SSIM of the absolute maps normalized to [0, 1] (see `._similarity`).
 
 Adebayo et al. found that the plain gradient decorrelates quickly while guided
 backprop stays almost unchanged: it mostly reconstructs the image (edges), not
@@ -82,7 +82,7 @@ class SanityResult:
         return ["original"] + [mark + n for n in self.layers]
 
     def step(self, k: int) -> Attribution:
-        """The map after step ``k`` as an :class:`Attribution` (for the heatmap figures)."""
+        """The map after step ``k`` as an `Attribution` (for the heatmap figures)."""
         if not isinstance(k, int) or not 0 <= k < len(self.maps):
             raise ValueError(f"k must be an int in [0, {len(self.maps) - 1}], got {k!r}")
         return Attribution(self.maps[k], self.target, self.method, inputs=self.inputs,
@@ -154,11 +154,11 @@ def sanity_check(model: nn.Module, x: Any, *, method: str = "guided", target: An
         seed: seeds the re-initialization (torch's global RNG is restored).
         output: selects the score tensor from a model returning a tuple/dict.
         progress: show a progress bar over the steps.
-        **options: passed to :func:`saliency` (``abs``, ``smooth``, ``noise``) or
-            :func:`grad_cam` (``layer``).
+        **options: passed to `saliency` (``abs``, ``smooth``, ``noise``) or
+            `grad_cam` (``layer``).
 
     Returns:
-        :class:`SanityResult` (``print`` it for the table).
+        `SanityResult` (``print`` it for the table).
     """
     _check(method, order, seed)
     x = as_batch(x)

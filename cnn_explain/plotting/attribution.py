@@ -118,7 +118,7 @@ def attribution_grid(results: Any, images: Any = None, *, indices: Sequence[int]
         images: ``(N, C, H, W)`` images for the first column (default the first result's ``inputs``).
         indices: which images (default all, at most 8).
         titles: column titles (default each result's ``method``).
-        alpha, reduce, colorbar: as in :func:`heatmap`; each map has its own colour scale.
+        alpha, reduce, colorbar: as in `heatmap`; each map has its own colour scale.
 
     Returns:
         The Figure (``len(indices)`` rows × ``1 + len(results)`` columns).
@@ -196,7 +196,7 @@ def deletion_insertion_figure(curves: Any, index: int | None = None):
     """Deletion (left) and insertion (right) curves with their AUC in the legend.
 
     Args:
-        curves: a :class:`~cnn_explain.attribution.deletion.DeletionInsertion`, or
+        curves: a `~cnn_explain.attribution.deletion.DeletionInsertion`, or
             several to compare (a dict label -> result, or a sequence labelled by method).
         index: one image; default the mean over the batch (each image thin).
 

@@ -71,16 +71,9 @@ def build_summary(ctx: ReportContext):
             "activations have none.</p>",
             table(["layer", "kind", "output", "neurons", "parameters", "formula", "receptive field"], rows,
                   numeric=(3, 4))]
-    counted = [r for r in s.rows if int(r.params) > 0]
-    if counted:
-        from ..plotting._base import new_figure
+    from ..plotting import architecture
 
-        fig, ax = new_figure((7.0, 0.35 * len(counted) + 1.2))
-        ax.barh([f"{r.name} ({r.kind})" for r in counted][::-1], [int(r.params) for r in counted][::-1],
-                color="#4c72b0")
-        ax.set_xlabel("parameters")
-        ax.set_title("Parameters per layer")
-        body.append(ctx.figure(fig, "Parameters per layer"))
+    body.append(ctx.figure(architecture(s), "Neurons and parameters per layer"))
     return "".join(body), {"total_params": numbers["total_params"]}
 
 

@@ -70,8 +70,9 @@ def build_embeddings(ctx: ReportContext):
     body, rows, info = [], [], {}
     for method in s.embed_methods:
         emb = ex.embed(ctx.data, layer=s.embed_layer, method=method, seed=s.seed, progress=ctx.progress,
-                       **dict(s.embed_options))
-        body.append(ctx.figure(scatter_embedding(emb), f"{method.upper()} of layer {getattr(emb, 'layer', '')}"))
+                       **_embed_options(s.embed_options, method))
+        thumbs = ctx.data if method == "tsne" and _indexable(ctx.data) else None
+        body.append(ctx.figure(scatter_embedding(emb, thumbnails=thumbs), f"{method.upper()} of layer {emb.layer}"))
         if method == "pca":
             body.append(_pca_variance(ctx, emb))
         trust, knn = float(emb.trustworthiness), getattr(emb, "knn_accuracy", None)
@@ -85,10 +86,23 @@ def build_embeddings(ctx: ReportContext):
     return intro + quality + "".join(body), info
 
 
+def _embed_options(options: Any, method: str) -> dict[str, Any]:
+    """Options shared by every method, plus ``options[method]`` (a mapping) for that method only."""
+    from .settings import EMBED_METHODS
+
+    shared = {k: v for k, v in options.items() if k not in EMBED_METHODS}
+    return {**shared, **dict(options.get(method) or {})}
+
+
+def _indexable(data: Any) -> bool:
+    """Data that thumbnails can be read from by position (a Dataset, a tensor, an ``(images, labels)`` pair)."""
+    return hasattr(data, "__getitem__") and hasattr(data, "__len__")
+
+
 def _pca_variance(ctx: ReportContext, emb: Any) -> str:
     try:
         from ..plotting import explained_variance_figure
-    except ImportError:
+    except ImportError:  # pragma: no cover - part of the library
         return ""
     return ctx.figure(explained_variance_figure(emb), "PCA: variance explained per component")
 

@@ -36,7 +36,9 @@ class ReportSettings:
         sanity_method: saliency method put through the randomization test.
         embed_methods: which of ``"pca"``, ``"tsne"``, ``"umap"`` to run when ``data`` is given.
         embed_layer: layer whose features are embedded (default: the embedding's default).
-        embed_options: extra keyword arguments for :func:`cnn_explain.embedding.embed`.
+        embed_options: extra keyword arguments for :func:`cnn_explain.embedding.embed`; a key
+            ``"pca"``, ``"tsne"`` or ``"umap"`` holds options for that method only, e.g.
+            ``{"max_samples": 500, "tsne": {"perplexity": 10}}``.
         style: ``None`` (no style-transfer section) or a mapping with ``content`` and
             ``style`` images (paths, PIL images or tensors) and optional
             :func:`cnn_explain.style.transfer` options (``size``, ``steps``, ...).
