@@ -101,40 +101,14 @@ def test_bad_arguments_and_exception(tiny_net, exploding_net, images, snapshot):
     snap.assert_unchanged()
 
 
-def _digits_model():
-    """The trained digits CNN (another module provides it); a quick local training until it exists."""
-    try:
-        from cnn_explain.train import pretrained_digits_cnn
-    except ImportError:
-        pretrained_digits_cnn = None
-    if pretrained_digits_cnn is not None:
-        return pretrained_digits_cnn()
-    from cnn_explain.data import load_digits
-    from cnn_explain.models import mnist_cnn
-
-    train = load_digits("train")
-    x, y = train.tensors
-    state = torch.get_rng_state()
-    torch.manual_seed(0)
-    model = mnist_cnn()
-    opt = torch.optim.Adam(model.parameters(), 2e-3)
-    for _ in range(2):
-        for idx in torch.randperm(len(y)).split(32):
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    torch.set_rng_state(state)
-    return model.eval()
-
-
 @pytest.mark.slow
 def test_paper_finding_on_trained_digits():
     """Adebayo et al. Fig. 2: re-initializing the top (dense) layers decorrelates the gradient map,
     while guided backprop barely changes."""
     from cnn_explain.data import load_digits
+    from cnn_explain.train import pretrained_digits_cnn
 
-    model = _digits_model()
+    model = pretrained_digits_cnn()  # trained once (~15 s), then cached
     x, y = load_digits("test").tensors
     x, y = x[:8], y[:8]
     assert (model(x).argmax(1) == y).float().mean() >= 0.75  # the model is trained
