@@ -1,0 +1,146 @@
+"""``embed`` = extract + project + quality, and its :class:`Embedding` result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..hooks import LayerSpec
+from ._extract import Features, extract
+from ._project import METHODS, project
+from ._quality import QUALITY_NEIGHBORS, knn_accuracy, trustworthiness
+
+__all__ = ["Embedding", "embed"]
+
+_EXTRACT_OPTIONS = ("pool", "batch_size", "max_samples", "progress", "output", "device", "layer_input")
+
+
+@dataclass(frozen=True, eq=False)
+class Embedding:
+    """A 2-D or 3-D map of one layer's features over a data set, with its quality.
+
+    Attributes:
+        coords: ``(N, k)`` float32 NumPy array, one row per sample.
+        labels: ``(N,)`` int64 array of true classes, or ``None``.
+        predictions: ``(N,)`` int64 array, the model's predicted classes.
+        indices: ``(N,)`` int64 array, each sample's position in ``data``.
+        trustworthiness: ``T(10)`` on a fixed subsample of at most 2,000 points
+            (see :func:`~cnn_explain.embedding.trustworthiness`).
+        knn_accuracy: leave-one-out 10-NN accuracy of ``labels`` in the map
+            (``None`` without labels).
+        method: ``"pca"``, ``"tsne"`` or ``"umap"``.
+        layer: the recorded layer's name (``features.captured`` says input or output).
+        explained_variance: PCA's explained-variance ratios (first ``min(N, D, 50)``
+            components), else ``None``.
+        class_names: names for the classes, or ``None`` (plots then show numbers).
+        seed: the seed used.
+        backend: the library that computed the map.
+        features: the :class:`~cnn_explain.embedding.Features` that were projected.
+        options: the projection's options.
+    """
+
+    coords: np.ndarray
+    labels: np.ndarray | None
+    predictions: np.ndarray
+    indices: np.ndarray
+    trustworthiness: float
+    knn_accuracy: float | None
+    method: str
+    layer: str
+    explained_variance: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
+    seed: int | None = 0
+    backend: str = ""
+    features: Features | None = field(default=None, repr=False)
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_components(self) -> int:
+        return int(self.coords.shape[1])
+
+    @property
+    def accuracy(self) -> float | None:
+        """The model's accuracy on these samples (``None`` without labels)."""
+        if self.labels is None:
+            return None
+        return float((self.predictions == self.labels).mean())
+
+    def class_name(self, index: int) -> str:
+        """Name of class ``index`` (its number when no names are known)."""
+        if self.class_names is not None and 0 <= index < len(self.class_names):
+            return self.class_names[index]
+        return str(index)
+
+
+def _class_names(class_names: Sequence[str] | None, data: Any) -> tuple[str, ...] | None:
+    if class_names is None:  # torchvision-style datasets carry .classes
+        class_names = getattr(data, "classes", None) or getattr(getattr(data, "dataset", None), "classes", None)
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise TypeError("class_names must be a sequence of strings, one per class")
+    return tuple(str(c) for c in class_names)
+
+
+def embed(
+    model: nn.Module,
+    data: Any,
+    layer: LayerSpec = None,
+    method: str = "tsne",
+    seed: int | None = 0,
+    class_names: Sequence[str] | None = None,
+    **options: Any,
+) -> Embedding:
+    """Map a layer's features over a whole data set to 2-D (or 3-D) and measure the map.
+
+    Seed 002: *to see what the last layers learned, reduce the last feature
+    vectors to 2-D or 3-D with PCA or t-SNE*. This runs
+    :func:`~cnn_explain.embedding.extract` (streamed, pooled features; default:
+    the input of the last ``nn.Linear``), :func:`~cnn_explain.embedding.project`
+    and the two quality measures, trustworthiness ``T(10)`` and leave-one-out
+    10-NN accuracy of the labels in the map.
+
+    Args:
+        model: the network.
+        data: tensor, ``(images, labels)``, Dataset, DataLoader or iterable of batches.
+        layer: ``None`` (penultimate features) or the layer whose output to map.
+        method: ``"tsne"`` (default), ``"pca"`` or ``"umap"``.
+        seed: random seed of the projection and of a ``max_samples`` subset.
+        class_names: names for the legend (default: ``data.classes`` if present).
+        **options: ``pool``, ``batch_size``, ``max_samples``, ``progress``,
+            ``output``, ``device``, ``layer_input`` go to ``extract``; everything
+            else (``n_components``, ``backend``, ``perplexity``, ``n_neighbors``, ...)
+            to ``project``.
+
+    Returns:
+        :class:`Embedding` with ``.coords``, ``.labels``, ``.predictions``,
+        ``.trustworthiness``, ``.knn_accuracy``.
+
+    Example:
+        >>> from cnn_explain.models import mnist_cnn
+        >>> x, y = torch.rand(60, 1, 28, 28), torch.arange(60) % 3
+        >>> e = embed(mnist_cnn(), (x, y), method="pca", progress=False)
+        >>> e.coords.shape
+        (60, 2)
+
+    Paper: L. van der Maaten, G. Hinton, *Visualizing Data using t-SNE*, JMLR 2008.
+    """
+    if method not in METHODS:  # fail before the (long) extraction
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    names = _class_names(class_names, data)
+    ex_kw = {k: options.pop(k) for k in _EXTRACT_OPTIONS if k in options}
+    feats = extract(model, data, layer, seed=0 if seed is None else seed, **ex_kw)
+    proj = project(feats, method, seed=seed, progress=ex_kw.get("progress", True), **options)
+    labels = None if feats.labels is None else feats.labels.numpy()
+    return Embedding(
+        coords=proj.coords, labels=labels, predictions=feats.predictions.numpy(),
+        indices=feats.indices.numpy(),
+        trustworthiness=trustworthiness(feats.features, proj.coords, QUALITY_NEIGHBORS),
+        knn_accuracy=None if labels is None else knn_accuracy(proj.coords, labels, QUALITY_NEIGHBORS),
+        method=method, layer=feats.layer, explained_variance=proj.explained_variance,
+        class_names=names, seed=seed, backend=proj.backend, features=feats, options=proj.options,
+    )
