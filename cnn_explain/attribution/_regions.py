@@ -1,0 +1,169 @@
+"""Changed-region geometry and patch gathering for incremental occlusion.
+
+An occluding window changes a small box of the image. Through each layer that
+change spreads over a box of the layer's output: a convolution or pooling with
+kernel ``k``, stride ``s``, padding ``p`` and dilation ``d`` maps the changed
+input rows ``[lo, hi]`` to the output rows
+
+    lo' = ceil((lo + p - (k - 1) d) / s),    hi' = floor((hi + p) / s)
+
+(clipped to the map). Elementwise layers keep the box; an addition takes the
+union of its operands' boxes.
+
+Every window position ``q`` gets its own *region* (inclusive bounds, one per
+position). To recompute a whole batch of positions with one batched op, the
+region is enlarged to a *box* of the same size for every position, placed at
+the region's corner and shifted inside the map at the borders.
+
+`read` gathers, for every position of a batch, a window of a feature map
+as it would be after occlusion: the changed patch where it lies, the cached
+clean map elsewhere, and a padding value outside the map.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Region", "Box", "conv_range", "cap_range", "read", "materialize"]
+
+
+@dataclass(frozen=True)
+class Box:
+    """Same-size boxes of one map for a set of positions.
+
+    Attributes:
+        size: ``(h, w)``, shared by every position.
+        top, left: ``(P,)`` int64 corners, so that the box lies inside the map.
+    """
+
+    size: tuple[int, int]
+    top: torch.Tensor
+    left: torch.Tensor
+
+    def take(self, idx: torch.Tensor) -> "Box":
+        """The boxes of the positions ``idx``."""
+        return Box(self.size, self.top[idx], self.left[idx])
+
+
+@dataclass(frozen=True)
+class Region:
+    """Changed region of one ``H × W`` map for each of ``P`` positions (inclusive bounds)."""
+
+    rows: tuple[torch.Tensor, torch.Tensor]
+    cols: tuple[torch.Tensor, torch.Tensor]
+    shape: tuple[int, int]
+
+    @property
+    def area(self) -> torch.Tensor:
+        """``(P,)`` number of changed values per channel, per position."""
+        return (self.rows[1] - self.rows[0] + 1) * (self.cols[1] - self.cols[0] + 1)
+
+    def box(self) -> Box:
+        """The smallest same-size boxes holding every position's region."""
+        sizes, corners = [], []
+        for (lo, hi), n in zip((self.rows, self.cols), self.shape):
+            s = int((hi - lo + 1).max()) if lo.numel() else 1
+            s = max(1, min(s, n))
+            sizes.append(s)
+            corners.append(lo.clamp(0, n - s))
+        return Box((sizes[0], sizes[1]), corners[0], corners[1])
+
+    def union(self, other: "Region") -> "Region":
+        """Bounding box of both regions (same map size)."""
+        return Region(
+            (torch.minimum(self.rows[0], other.rows[0]), torch.maximum(self.rows[1], other.rows[1])),
+            (torch.minimum(self.cols[0], other.cols[0]), torch.maximum(self.cols[1], other.cols[1])),
+            self.shape,
+        )
+
+    def capped(self, tau: float | None) -> "Region":
+        """Krypton's projective-field threshold: no side longer than ``ceil(tau * map side)``."""
+        if tau is None:
+            return self
+        rows = cap_range(*self.rows, max(1, math.ceil(tau * self.shape[0])), self.shape[0])
+        cols = cap_range(*self.cols, max(1, math.ceil(tau * self.shape[1])), self.shape[1])
+        return Region(rows, cols, self.shape)
+
+
+def _ceil_div(a: torch.Tensor, b: int) -> torch.Tensor:
+    return -torch.div(-a, b, rounding_mode="floor")
+
+
+def conv_range(lo: torch.Tensor, hi: torch.Tensor, k: int, s: int, p: int, d: int, n_out: int):
+    """Output rows of a conv/pool (kernel k, stride s, leading padding p, dilation d) touched by input rows [lo, hi]."""
+    lo_out = _ceil_div(lo + p - (k - 1) * d, s).clamp(0, n_out - 1)
+    hi_out = torch.div(hi + p, s, rounding_mode="floor")
+    hi_out = torch.maximum(hi_out.clamp(max=n_out - 1), lo_out)  # empty (strided gap): keep one row
+    return lo_out, hi_out
+
+
+def cap_range(lo: torch.Tensor, hi: torch.Tensor, cap: int, n: int):
+    """Truncate ranges longer than ``cap`` to ``cap`` rows around their centre, inside ``[0, n)``."""
+    long = (hi - lo + 1) > cap
+    centre = torch.div(lo + hi, 2, rounding_mode="floor")
+    new_lo = (centre - cap // 2).clamp(0, max(n - cap, 0))
+    return torch.where(long, new_lo, lo), torch.where(long, new_lo + cap - 1, hi)
+
+
+def _flat_index(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int):
+    """Clamped flat index ``(B, L*Lw)`` and in-range mask ``(B, L*Lw)`` of a grid of rows × cols."""
+    ok = ((rows >= 0) & (rows < n_rows))[:, :, None] & ((cols >= 0) & (cols < n_cols))[:, None, :]
+    flat = rows.clamp(0, n_rows - 1)[:, :, None] * n_cols + cols.clamp(0, n_cols - 1)[:, None, :]
+    return flat.reshape(flat.shape[0], -1), ok.reshape(ok.shape[0], -1)
+
+
+def _gather(src: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """``src`` (B or 1, C, n) gathered at ``flat`` (B, m) -> (B, C, m)."""
+    b, m = flat.shape
+    c = src.shape[1]
+    return torch.gather(src.expand(b, c, src.shape[2]), 2, flat[:, None, :].expand(b, c, m))
+
+
+def read(
+    cached: torch.Tensor,
+    patch: torch.Tensor | None,
+    box: Box | None,
+    start: tuple[torch.Tensor, torch.Tensor],
+    size: tuple[int, int],
+    pad: float = 0.0,
+) -> torch.Tensor:
+    """Windows of the occluded map, one per position.
+
+    Args:
+        cached: ``(C, H, W)`` clean map.
+        patch: ``(B, C, h, w)`` changed values inside ``box`` (None: nothing changed).
+        box: where each position's patch lies (``box.size == (h, w)``).
+        start: ``(B,)`` first row and first column of each window (may be < 0 or run past the map).
+        size: ``(L, Lw)`` window size.
+        pad: value outside the map (0 for convolutions, ``-inf`` for max pooling).
+
+    Returns:
+        ``(B, C, L, Lw)``.
+    """
+    c, n_rows, n_cols = cached.shape
+    rows = start[0][:, None] + torch.arange(size[0])
+    cols = start[1][:, None] + torch.arange(size[1])
+    flat, ok = _flat_index(rows, cols, n_rows, n_cols)
+    out = _gather(cached.reshape(1, c, -1), flat)
+    if patch is not None:
+        pflat, inside = _flat_index(rows - box.top[:, None], cols - box.left[:, None], *box.size)
+        pvals = _gather(patch.reshape(patch.shape[0], c, -1), pflat)
+        out = torch.where(inside[:, None, :], pvals, out)
+    if not bool(ok.all()):
+        out = out.masked_fill(~ok[:, None, :], pad)
+    return out.reshape(flat.shape[0], c, size[0], size[1])
+
+
+def materialize(cached: torch.Tensor, patch: torch.Tensor, box: Box) -> torch.Tensor:
+    """Full occluded maps ``(B, C, H, W)``: copies of ``cached`` with each position's patch pasted in."""
+    b, c = patch.shape[:2]
+    n_rows, n_cols = cached.shape[-2:]
+    full = cached.reshape(1, c, -1).repeat(b, 1, 1)  # always a new tensor (never the cache)
+    rows = box.top[:, None] + torch.arange(box.size[0])
+    cols = box.left[:, None] + torch.arange(box.size[1])
+    flat, _ = _flat_index(rows, cols, n_rows, n_cols)
+    full.scatter_(2, flat[:, None, :].expand(b, c, flat.shape[1]), patch.reshape(b, c, -1))
+    return full.reshape(b, c, n_rows, n_cols)
