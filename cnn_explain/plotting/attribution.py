@@ -16,12 +16,15 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ._base import blank_figure, new_figure, to_image
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["heatmap", "attribution_grid", "sanity_figure", "deletion_insertion_figure", "map_norm"]
 
@@ -76,7 +79,7 @@ def _draw(ax, result: Any, index: int, image: Any, *, alpha: float, reduce: str,
 
 
 def heatmap(result: Any, image: Any = None, ax: Any = None, index: int = 0, *, alpha: float = 0.6,
-            reduce: str = "auto", colorbar: bool = True, title: str | None = None):
+            reduce: str = "auto", colorbar: bool = True, title: str | None = None) -> Figure:
     """One image's attribution map overlaid on the image, with a colorbar.
 
     Args:
@@ -110,7 +113,7 @@ def _as_list(results: Any) -> list:
 
 def attribution_grid(results: Any, images: Any = None, *, indices: Sequence[int] | None = None,
                      titles: Sequence[str] | None = None, alpha: float = 0.6, reduce: str = "auto",
-                     colorbar: bool = False):
+                     colorbar: bool = False) -> Figure:
     """Several methods side by side for a batch: one row per image, one column per result.
 
     Args:
@@ -118,7 +121,9 @@ def attribution_grid(results: Any, images: Any = None, *, indices: Sequence[int]
         images: ``(N, C, H, W)`` images for the first column (default the first result's ``inputs``).
         indices: which images (default all, at most 8).
         titles: column titles (default each result's ``method``).
-        alpha, reduce, colorbar: as in `heatmap`; each map has its own colour scale.
+        alpha: opacity of the maps (as in `heatmap`).
+        reduce: how channels are combined (as in `heatmap`).
+        colorbar: a colorbar per map (each map has its own colour scale).
 
     Returns:
         The Figure (``len(indices)`` rows × ``1 + len(results)`` columns).
@@ -145,7 +150,7 @@ def attribution_grid(results: Any, images: Any = None, *, indices: Sequence[int]
     return fig
 
 
-def sanity_figure(result: Any, index: int = 0, *, alpha: float = 0.6):
+def sanity_figure(result: Any, index: int = 0, *, alpha: float = 0.6) -> Figure:
     """The randomization cascade: the map after each step, and Spearman / SSIM per step.
 
     Top row: image ``index`` and its map at each step (original, then each
@@ -192,13 +197,13 @@ def _curve_sets(curves: Any) -> dict[str, Any]:
     return sets
 
 
-def deletion_insertion_figure(curves: Any, index: int | None = None):
+def deletion_insertion_figure(curves: Any, index: int | None = None) -> Figure:
     """Deletion (left) and insertion (right) curves with their AUC in the legend.
 
     Args:
         curves: a `~cnn_explain.attribution.deletion.DeletionInsertion`, or
             several to compare (a dict label -> result, or a sequence labelled by method).
-        index: one image; default the mean over the batch (each image thin).
+        index: one image; default the mean over the batch (each image thin, for a single result).
 
     Returns:
         The Figure; each labelled line's y data is the (mean) curve.
@@ -210,7 +215,7 @@ def deletion_insertion_figure(curves: Any, index: int | None = None):
         for (label, c), color in zip(sets.items(), _colors(len(sets))):
             y, auc, fr = getattr(c, kind).numpy(), getattr(c, f"{kind}_auc").numpy(), c.fractions.numpy()
             if index is None:
-                for row in y:
+                for row in (y if len(sets) == 1 else ()):  # each image, when there is one set
                     ax.plot(fr, row, color=color, alpha=0.2, linewidth=0.7)
                 y, auc = y.mean(0), auc.mean()
             else:
