@@ -69,8 +69,8 @@ def _layers(model: nn.Module, layer: LayerSpec) -> dict[str, nn.Module]:
 
 def _cam_pass(model: nn.Module, x: torch.Tensor, target: Any, layers: dict[str, nn.Module], output: Any):
     """Forward + backward; returns ``(layer name, A, dS/dA, target)`` for the last call recorded."""
-    leaf = x.detach().clone().requires_grad_(True)
     with torch.inference_mode(False), torch.enable_grad(), capture(model, list(layers.values()), grads=True) as rec:
+        leaf = x.detach().clone().requires_grad_(True)
         logits = forward_logits(model, leaf.clone(), output)
         if not len(rec):
             raise ValueError(f"layer {', '.join(layers)} was not called in the forward pass")

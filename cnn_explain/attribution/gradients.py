@@ -94,9 +94,9 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: Any, method: str =
         ``_Pass`` with ``grad`` ``(N, C, H, W)`` (same device as ``x``), ``target``
         ``(N,)``, the number of rectified ReLU calls and other activations seen.
     """
-    leaf = x.detach().clone().requires_grad_(True)
     mode = RectifyReLU(method) if method != "gradient" else contextlib.nullcontext()
     with torch.inference_mode(False), torch.enable_grad():
+        leaf = x.detach().clone().requires_grad_(True)  # a normal tensor even if x is an inference tensor
         with mode:
             logits = forward_logits(model, leaf.clone(), output)
         tgt = resolve_target(target, logits)
