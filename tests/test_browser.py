@@ -59,7 +59,7 @@ def _report(folder: Path):
     return ex.report(torch.rand(2, 3, 16, 16, generator=g), data=data, out=folder / "report", progress=False,
                      maximize_steps=3, maximize_channels=2, max_channels=4, embed_methods=("pca",),
                      style={"content": torch.rand(3, 16, 16, generator=g), "style": torch.rand(3, 16, 16, generator=g),
-                            "size": 16, "steps": 2})
+                            "size": 32, "steps": 2})
 
 
 def test_report_renders_in_chromium(browser, tmp_path):

@@ -102,22 +102,33 @@ class ReportContext:
     def figure(self, fig: Any, caption: str, *, dpi: int = 100) -> str:
         """Save ``fig`` as PNG (plus SVG when that file is smaller), record it, return its HTML.
 
+        Figures that draw raster images are kept as PNG only (their SVG would embed
+        the same pixels as base64 and is always larger).
+
         The Figure is cleared afterwards so its memory is released.
         """
         stem = f"{len(self.figures) + 1:02d}-{self.section}"
         png = self.folder / f"{stem}.png"
         fig.savefig(png, format="png", dpi=dpi)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="svg")
         svg_name = None
-        if buf.tell() < png.stat().st_size:
-            svg_name = f"{stem}.svg"
-            (self.folder / svg_name).write_bytes(buf.getvalue())
+        if not _has_raster(fig):  # an SVG embeds rasters as base64 PNG: never the lighter file then
+            buf = io.BytesIO()
+            fig.savefig(buf, format="svg")
+            if buf.tell() < png.stat().st_size:
+                svg_name = f"{stem}.svg"
+                (self.folder / svg_name).write_bytes(buf.getvalue())
         w, h = (int(round(v * dpi)) for v in fig.get_size_inches())
         fig.clear()
         rec = FigureRecord(png.name, svg_name, self.section, caption, w, h)
         self.figures.append(rec)
         return figure_html(rec.file, rec.svg, caption, w, h)
+
+
+def _has_raster(fig: Any) -> bool:
+    """True when the figure draws a raster image (``imshow``, thumbnails)."""
+    from matplotlib.image import AxesImage, BboxImage, FigureImage
+
+    return bool(fig.findobj(lambda a: isinstance(a, (AxesImage, BboxImage, FigureImage))))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -248,16 +259,18 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
         rendered, status = [], []
         for key in progress_bar(chosen, enabled=progress, desc="report", unit="section"):
             title, builder = SECTIONS[key]
-            ctx.section = key
+            ctx.section, start = key, time.perf_counter()
             try:
                 body, info = builder(ctx), None
                 if isinstance(body, tuple):
                     body, info = body
-                status.append({"key": key, "title": title, "included": True, "reason": None, "info": info or {}})
+                entry = {"included": True, "reason": None, "info": info or {}}
             except (Skip, ImportError) as why:
                 reason = _skip_reason(why)
                 body = skipped_html(reason)
-                status.append({"key": key, "title": title, "included": False, "reason": reason, "info": {}})
+                entry = {"included": False, "reason": reason, "info": {}}
+            status.append({"key": key, "title": title, **entry,
+                           "seconds": round(time.perf_counter() - start, 3)})
             rendered.append((key, title, body))
         manifest = _manifest(ctx, status)
         meta = (f"{type(explainer.model).__name__} · {len(names)} image(s) · "

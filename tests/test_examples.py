@@ -1,0 +1,85 @@
+"""Every example script runs (tiny settings, random weights) and saves valid PNG figures."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# script -> (argv besides --out, the files it must write)
+CASES = {
+    "summary": (["--model", "mnist"], ["summary_mnist.png"]),
+    "feature_maps": (["--untrained", "--channels", "4"], ["feature_maps.png"]),
+    "filters_and_maximization": (["--untrained", "--channels", "0", "1", "--steps", "3"],
+                                 ["filters.png", "maximize.png"]),
+    "arithmetic": (["--untrained", "--layer", "3", "--h", "2", "--w", "3"], ["arithmetic.png", "receptive_field.png"]),
+    "occlusion": (["--untrained", "--images", "2", "--window", "8", "--stride", "8"], ["occlusion.png"]),
+    "saliency_and_gradcam": (["--untrained", "--images", "2"], ["saliency_and_gradcam.png"]),
+    "sanity_check": (["--untrained", "--images", "1", "--methods", "gradient"], ["sanity_gradient.png"]),
+    "embeddings": (["--untrained", "--points", "60", "--methods", "pca", "tsne"],
+                   ["embedding_pca.png", "embedding_tsne.png"]),
+    "full_report": (["--untrained", "--fast", "--images", "2"], ["index.html", "manifest.json"]),
+    "style_transfer": (["--size", "24", "--steps", "2"], None),  # helper F's script
+}
+
+
+def _load(name: str):
+    path = EXAMPLES / f"{name}.py"
+    if not path.is_file():
+        pytest.skip(f"examples/{name}.py is not there yet")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    with Image.open(path) as im:
+        im.load()
+        assert im.size[0] > 50 and im.size[1] > 50
+        assert len(np.unique(np.asarray(im.convert("L")))) > 1, f"{path} is blank"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_example_runs(name, tmp_path, capsys):
+    argv, files = CASES[name]
+    module = _load(name)
+    out = tmp_path / "out"
+    assert module.main([*argv, "--out", str(out)]) == 0
+    written = sorted(p for p in out.rglob("*") if p.is_file()) if out.is_dir() else [out]
+    if files is None:  # whatever it wrote must be PNG figures
+        assert written and all(p.suffix == ".png" for p in written if p.suffix in (".png", ".jpg"))
+        files = [p.relative_to(out).as_posix() for p in written if p.suffix == ".png"] if out.is_dir() else []
+        if not out.is_dir():
+            _assert_png(out)
+    for f in files:
+        assert (out / f).is_file(), f"{name}.py did not write {f}"
+        if f.endswith(".png"):
+            _assert_png(out / f)
+    if name == "full_report":
+        for p in out.glob("*.png"):
+            _assert_png(p)
+    assert capsys.readouterr().out.strip()  # it tells the user what it did
+
+
+def test_every_example_is_tested():
+    scripts = {p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_")}
+    assert scripts <= set(CASES), f"examples without a test case: {scripts - set(CASES)}"
+
+
+def test_examples_are_scripts():
+    for path in EXAMPLES.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert 'if __name__ == "__main__":' in text and "def main(argv" in text, path.name
+    done = subprocess.run([sys.executable, str(EXAMPLES / "summary.py"), "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "--out" in done.stdout, done.stderr[-500:]
