@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -174,7 +175,8 @@ def arithmetic(model: nn.Module, x: Any, layer: LayerSpec, channel: int = 0, h: 
 
 # --------------------------------------------------------------------------- helpers
 def _in_range(value: Any, size: int, argname: str, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, torch.Tensor) and value.dim() == 0):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) and not (
+            isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point()):
         raise TypeError(f"{argname} must be an integer, got {type(value).__name__}")
     value = int(value)
     if not 0 <= value < size:

@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -198,15 +199,18 @@ def _channels(channels: Any, out_shape: tuple[int, ...], name: str) -> list[int]
     n = out_shape[0]
     if channels is None:
         return list(range(n))
-    items = [channels] if isinstance(channels, int) else list(channels)
+    try:
+        items = [channels] if isinstance(channels, numbers.Integral) else list(channels)
+    except TypeError:
+        raise TypeError(f"channels must be an int, a sequence of ints or None, got {type(channels).__name__}") from None
     if not items:
         raise ValueError("channels is empty; give at least one channel")
     for c in items:
-        if isinstance(c, bool) or not isinstance(c, int):
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral):
             raise TypeError(f"channels must be integers, got {type(c).__name__}")
         if not 0 <= c < n:
             raise ValueError(f"channels: {c} is outside layer {name!r}'s channels, valid range 0..{n - 1}")
-    return items
+    return [int(c) for c in items]
 
 
 class _Adam:

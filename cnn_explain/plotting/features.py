@@ -136,15 +136,23 @@ def maximize_grid(result: Any, ncols: int = 8):
 
 # --------------------------------------------------------------------------- arithmetic
 def _matrix(ax, m: torch.Tensor, title: str, cmap: str = "coolwarm", annotate: bool = True) -> None:
+    """Weights and products on a diverging scale centred at 0; inputs (any other cmap) on their own range."""
     arr = m.double().numpy().copy()
     arr[np.isneginf(arr)] = np.nan  # max-pool padding
-    lim = np.nanmax(np.abs(arr)) if np.isfinite(arr).any() else 1.0
-    ax.imshow(arr, cmap=cmap, vmin=-lim, vmax=lim)
+    finite = np.isfinite(arr).any()
+    if cmap == "coolwarm":
+        lim = np.nanmax(np.abs(arr)) if finite else 1.0
+        vmin, vmax = -lim, lim
+    else:
+        vmin, vmax = (np.nanmin(arr), np.nanmax(arr)) if finite else (0.0, 1.0)
+        vmin, vmax = (vmin - 0.5, vmax + 0.5) if vmin == vmax else (vmin - 0.25 * (vmax - vmin), vmax)
+    ax.imshow(arr, cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(title, fontsize=8)
     if annotate and arr.size <= 49:
         for (i, j), v in np.ndenumerate(arr):
-            ax.text(j, i, "pad" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7)
+            ax.text(j, i, "pad" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    bbox=dict(boxstyle="round,pad=0.1", facecolor="white", alpha=0.6, linewidth=0))
 
 
 def arithmetic_figure(result: Any, max_channels: int = 3):
@@ -159,9 +167,11 @@ def arithmetic_figure(result: Any, max_channels: int = 3):
         n = min(len(result.input_channels), max_channels)
         fig = blank_figure(figsize=(7.5, 2.0 * n + 1.2))
         gs = fig.add_gridspec(n + 1, 4, height_ratios=[1] * n + [0.6])
+        rgb = len(result.input_channels) == 3  # seed 000's figure 4: red, green and blue slices
         for i in range(n):
             c = result.input_channels[i]
-            _matrix(fig.add_subplot(gs[i, 0]), result.input_slice[i], f"input ch {c}", cmap="gray")
+            cmap = ("Reds", "Greens", "Blues")[i] if rgb else "gray"
+            _matrix(fig.add_subplot(gs[i, 0]), result.input_slice[i], f"input ch {c}", cmap=cmap)
             _matrix(fig.add_subplot(gs[i, 1]), result.kernel[i], f"× kernel [{result.channel}, {i}]")
             _matrix(fig.add_subplot(gs[i, 2]), result.products[i], "= products")
             t = fig.add_subplot(gs[i, 3])
