@@ -233,3 +233,15 @@ def test_wrong_channel_count_is_named(tiny_net):
         saliency(tiny_net, torch.rand(2, 1, 8, 8))
     with pytest.raises(TypeError, match="x"):
         saliency(tiny_net, "image.png")
+
+
+def test_inference_mode_tensors_are_accepted(tiny_net, images):
+    """Results of inference-mode code (e.g. occlusion's .target) may be passed straight in."""
+    ref = saliency(tiny_net, images, target=TARGETS, method="guided").attribution
+    with torch.inference_mode():
+        x, t = images.clone(), torch.tensor(TARGETS)
+    torch.testing.assert_close(saliency(tiny_net, x, target=t, method="guided").attribution, ref, **EXACT)
+    with torch.inference_mode():
+        r = saliency(tiny_net, x, target=t, method="guided")
+    assert not r.attribution.is_inference() and not r.target.is_inference()
+    torch.testing.assert_close(r.attribution, ref, **EXACT)

@@ -79,7 +79,7 @@ def _cam_pass(model: nn.Module, x: torch.Tensor, target: Any, layers: dict[str, 
         if acts.dim() != 4:
             raise ValueError(f"layer {key!r} outputs shape {tuple(acts.shape)}; Grad-CAM needs an "
                              "(N, C, h, w) feature map: pass layer=<a conv layer>")
-        tgt = resolve_target(target, logits)
+        tgt = resolve_target(target, logits).clone()  # never an inference tensor
         score = logits.gather(1, tgt.to(logits.device)[:, None]).sum()
         (grads,) = torch.autograd.grad(score, acts)
     return key, acts.detach(), grads.detach(), tgt

@@ -99,7 +99,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: Any, method: str =
         leaf = x.detach().clone().requires_grad_(True)  # a normal tensor even if x is an inference tensor
         with mode:
             logits = forward_logits(model, leaf.clone(), output)
-        tgt = resolve_target(target, logits)
+        tgt = resolve_target(target, logits).clone()  # never an inference tensor
         score = logits.gather(1, tgt.to(logits.device)[:, None]).sum()
         if not score.requires_grad:
             raise ValueError("the model's output does not depend on x through differentiable operations")

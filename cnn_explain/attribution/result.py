@@ -29,7 +29,11 @@ def _cpu(t: torch.Tensor | None, name: str) -> torch.Tensor | None:
         return None
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    return t.detach().cpu()
+    t = t.detach().cpu()
+    if t.is_inference():  # made under torch.inference_mode: a normal tensor can join autograd later
+        with torch.inference_mode(False):
+            t = t.clone()
+    return t
 
 
 @dataclass(frozen=True, eq=False)
