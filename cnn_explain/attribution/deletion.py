@@ -144,5 +144,5 @@ def deletion_insertion(model: nn.Module, x: Any, attribution: Any, *, target: An
             ins.append(out[n:].gather(1, idx)[:, 0].cpu())
     fr = torch.tensor(counts, dtype=torch.float64) / hw
     d, i = torch.stack(dele, 1).double(), torch.stack(ins, 1).double()
-    return DeletionInsertion(fr, d, i, torch.trapezoid(d, fr, dim=1), torch.trapezoid(i, fr, dim=1), tgt,
+    return DeletionInsertion(fr, d, i, torch.trapezoid(d, fr, dim=1), torch.trapezoid(i, fr, dim=1), tgt.clone(),
                              method, measure, {"steps": steps, "baseline": baseline})
