@@ -85,9 +85,9 @@ def project(
       neighbourhood probabilities ``p_ij`` (Gaussian, ``perplexity``-calibrated)
       with Student-t ones ``q_ij ∝ (1 + |y_i - y_j|²)⁻¹`` by minimizing
       ``KL(P‖Q)``. ``backend="auto"`` uses openTSNE (FFT-accelerated, Poličar
-      et al. 2024; the ``tsne`` extra) when importable and ``n_components <= 2``,
+      et al. 2024; the ``tsne`` extra) when importable and ``n_components <= 3``,
       else scikit-learn (openTSNE's gradient: Barnes-Hut below 10,000
-      points, FFT interpolation above). Default ``perplexity=30`` (it must be ``< N``), PCA init
+      points and in 3-D, FFT interpolation above). Default ``perplexity=30`` (it must be ``< N``), PCA init
       (``init="random"`` works for both backends).
     * ``"umap"`` — UMAP (McInnes et al. 2018, umap-learn; defaults
       ``n_neighbors=15``, ``min_dist=0.1``). Its first call in a Python process
@@ -172,7 +172,7 @@ def _tsne(x: np.ndarray, k: int, seed: int | None, backend: str, progress: bool,
             f"samples: pass perplexity={max(1, min(30, (n - 1) // 3))} (about N/3 or less) or give more samples"
         )
     if backend == "auto":
-        backend = "opentsne" if k <= 2 and importlib.util.find_spec("openTSNE") else "sklearn"
+        backend = "opentsne" if k <= 3 and importlib.util.find_spec("openTSNE") else "sklearn"
     if backend == "opentsne":
         return _opentsne(x, k, seed, perplexity, progress, options)
     from sklearn.manifold import TSNE
