@@ -36,6 +36,8 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from ._state import _check_model, _State, preserved
+
 __all__ = [
     "LayerSpec",
     "Recording",
@@ -65,12 +67,6 @@ DEFAULT_LAYER_TYPES: tuple[type, ...] = CONV_TYPES + POOL_TYPES + (nn.Linear,) +
 
 
 # --------------------------------------------------------------------------- layers
-def _check_model(model: Any) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
 def resolve_layers(model: nn.Module, layers: LayerSpec = None, *, argname: str = "layers") -> dict[str, nn.Module]:
     """Resolve a layer selection to ``{dotted name: module}`` in model order.
 
@@ -159,70 +155,6 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str | type, *, argname: s
     return list(hits.items())[-1]
 
 
-# --------------------------------------------------------------------------- state
-@dataclass
-class _State:
-    training: list[tuple[nn.Module, bool]]
-    params: list[tuple[torch.Tensor, bool, torch.Tensor | None, torch.Tensor | None]]
-    rng: torch.Tensor | None
-
-    @classmethod
-    def save(cls, model: nn.Module, rng: bool) -> "_State":
-        training = [(m, m.training) for m in model.modules()]
-        params = []
-        for p in model.parameters():
-            g = p.grad
-            params.append((p, p.requires_grad, g, None if g is None else g.detach().clone()))
-        return cls(training, params, torch.get_rng_state() if rng else None)
-
-    def restore(self) -> None:
-        for m, flag in self.training:
-            m.training = flag
-        with torch.no_grad():
-            for p, req, g, gval in self.params:
-                if p.requires_grad != req:
-                    p.requires_grad_(req)
-                if g is not None and not torch.equal(g, gval):
-                    g.copy_(gval)
-                p.grad = g
-        if self.rng is not None:
-            torch.set_rng_state(self.rng)
-
-
-@contextlib.contextmanager
-def preserved(model: nn.Module, *, eval: bool = False, freeze: bool = False, rng: bool = False) -> Iterator[nn.Module]:
-    """Context manager that gives the model back exactly as it was.
-
-    Args:
-        model: the user's network.
-        eval: put every module in eval mode for the duration.
-        freeze: set ``requires_grad=False`` on every parameter for the duration
-            (gradients with respect to inputs only; nothing reaches ``.grad``).
-        rng: also restore torch's global CPU random state on exit.
-
-    Yields:
-        The same model object.
-
-    Example:
-        >>> net = torch.nn.Linear(2, 2).train()
-        >>> with preserved(net, eval=True):
-        ...     assert not net.training
-        >>> net.training
-        True
-    """
-    _check_model(model)
-    state = _State.save(model, rng)
-    try:
-        if eval:
-            model.eval()
-        if freeze:
-            for p in model.parameters():
-                p.requires_grad_(False)
-        yield model
-    finally:
-        state.restore()
-
-
 # --------------------------------------------------------------------------- outputs
 def select_output(out: Any, output: int | str | Callable[[Any], torch.Tensor] | None = None) -> torch.Tensor:
     """Pick the tensor of interest from what a model returned.
@@ -276,6 +208,12 @@ class Recording:
     inputs: dict[str, Any] = field(default_factory=dict)
     modules: dict[str, nn.Module] = field(default_factory=dict)
     _live: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _calls: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def _key(self, name: str) -> str:
+        k = self._calls.get(name, 0)
+        self._calls[name] = k + 1
+        return name if k == 0 else f"{name}#{k}"
 
     def __getitem__(self, name: str) -> Any:
         return self.outputs[name]
@@ -296,10 +234,12 @@ class Recording:
         return self.outputs.items()
 
     def clear(self) -> None:
-        """Forget everything recorded so far (call between batches)."""
+        """Forget everything recorded so far (call between batches); the next call is ``name`` again."""
         self.outputs.clear()
         self.inputs.clear()
+        self.modules.clear()
         self._live.clear()
+        self._calls.clear()
 
     def live(self, name: str) -> torch.Tensor:
         """The recorded output still attached to the autograd graph (``grads=True`` only)."""
@@ -363,14 +303,11 @@ def capture(
     """
     chosen = resolve_layers(model, layers)
     rec = Recording()
-    calls: dict[str, int] = {}
     handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def make_hook(name: str, module: nn.Module):
         def hook(mod, args, output):
-            k = calls.get(name, 0)
-            calls[name] = k + 1
-            key = name if k == 0 else f"{name}#{k}"
+            key = rec._key(name)
             rec.modules[key] = module
             if inputs:
                 first = args[0] if args else None

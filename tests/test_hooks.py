@@ -153,3 +153,13 @@ def test_capture_works_with_tuple_returning_model(tiny_net, images):
         out = select_output(w(images))
     assert out.shape == (3, 5)
     assert rec["inner.conv1"].shape == (3, 4, 12, 10)
+
+
+def test_clear_between_batches_restarts_call_names(tiny_net, images):
+    """A loop of clear() + forward inside one capture records each batch under the plain name."""
+    with capture(tiny_net, "conv1") as rec:
+        for i in range(3):
+            rec.clear()
+            tiny_net(images[i : i + 1])
+            assert list(rec.keys()) == ["conv1"]
+            torch.testing.assert_close(rec["conv1"], tiny_net.conv1(images[i : i + 1]).detach())
