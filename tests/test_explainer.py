@@ -96,3 +96,16 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"heavy modules imported: {out}"
+
+
+def test_package_names_are_the_functions():
+    """`from cnn_explain.attribution import occlusion` gives the function even if the module loaded first."""
+    import importlib
+
+    importlib.import_module("cnn_explain.attribution.occlusion")
+    importlib.import_module("cnn_explain.features.filters")
+    from cnn_explain.attribution import grad_cam, occlusion, saliency, sanity_check
+    from cnn_explain.features import arithmetic, feature_maps, filters, maximize
+
+    for f in (occlusion, saliency, grad_cam, sanity_check, arithmetic, feature_maps, filters, maximize):
+        assert callable(f) and type(f).__name__ == "function", f

@@ -1,21 +1,13 @@
 """Attribution: occlusion, gradient saliency (vanilla, guided, deconvnet, SmoothGrad), Grad-CAM, sanity checks.
 
-Functions load lazily so that ``import cnn_explain.attribution`` stays light.
+``cnn_explain.attribution.occlusion`` is the *function* (its module is
+``cnn_explain.attribution.occlusion`` in ``sys.modules``); the names are bound
+here after their submodules load, so the function always wins.
 """
 
-from importlib import import_module
+from .cam import grad_cam
+from .gradients import saliency
+from .occlusion import occlusion
+from .sanity import deletion_insertion, sanity_check
 
-_WHERE = {
-    "occlusion": ".occlusion",
-    "saliency": ".gradients",
-    "grad_cam": ".cam",
-    "sanity_check": ".sanity",
-    "deletion_insertion": ".sanity",
-}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(import_module(_WHERE[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["occlusion", "saliency", "grad_cam", "sanity_check", "deletion_insertion"]

@@ -1,17 +1,12 @@
-"""Inside the network: feature maps, filters, activation maximization, the worked arithmetic of one output."""
+"""Inside the network: feature maps, filters, activation maximization, the worked arithmetic of one output.
 
-from importlib import import_module
+The function names are bound here after their submodules load, so
+``cnn_explain.features.filters`` is the function, not the module.
+"""
 
-_WHERE = {
-    "feature_maps": ".maps",
-    "filters": ".filters",
-    "maximize": ".maximize",
-    "arithmetic": ".arithmetic",
-}
-__all__ = sorted(_WHERE)
+from .arithmetic import arithmetic
+from .filters import filters
+from .maps import feature_maps
+from .maximize import maximize
 
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(import_module(_WHERE[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["feature_maps", "filters", "maximize", "arithmetic"]
