@@ -63,7 +63,7 @@ def test_thumbnails_show_the_images_of_spread_out_points():
         np.testing.assert_allclose(b.xy, r.coords[row])
         np.testing.assert_allclose(b.offsetbox.get_data(), images[i, 0].numpy())
     d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1)) + np.eye(len(xy)) * 1e9
-    assert d.min() >= 0.06 * extent - 1e-6
+    assert d.min() >= 0.08 * extent - 1e-6
     ds = torch.utils.data.TensorDataset(images, torch.zeros(30))
     assert len(scatter_embedding(r, thumbnails=ds, n_thumbnails=3).axes[0].artists) <= 3
 

@@ -48,8 +48,17 @@ def _check_dims(result: Any, wanted: tuple[int, ...]) -> np.ndarray:
     return coords
 
 
+_PRETTY = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+
+
+def _where(result: Any) -> str:
+    feats = getattr(result, "features", None)
+    side = "input of layer" if getattr(feats, "captured", "output") == "input" else "layer"
+    return f"{side} {getattr(result, 'layer', '')!r}"
+
+
 def _title(result: Any) -> str:
-    text = f"{result.method.upper() if result.method == 'pca' else result.method} of layer {result.layer!r}"
+    text = f"{_PRETTY.get(result.method, result.method)} of the {_where(result)}"
     parts = [f"trustworthiness {result.trustworthiness:.3f}"]
     if getattr(result, "knn_accuracy", None) is not None:
         parts.append(f"10-NN accuracy {result.knn_accuracy:.1%}")
@@ -59,14 +68,14 @@ def _title(result: Any) -> str:
 
 
 def scatter_embedding(result: Any, ax: Any = None, *, thumbnails: Any = None, n_thumbnails: int = 40,
-                      mark_errors: bool = True, thumbnail_size: float = 22.0, thumbnail_cmap: str = "gray_r",
+                      mark_errors: bool = True, thumbnail_size: float = 16.0, thumbnail_cmap: str = "gray_r",
                       point_size: float = 12.0, seed: int = 0):
     """Scatter the map coloured by true class, misclassified samples marked with a black ×.
 
     A 3-D embedding is drawn by :func:`scatter_embedding_3d`. With
     ``thumbnails``, small images of a spread-out subsample are drawn at their
     points (as the t-SNE map of MNIST in seed 002): each chosen point is at
-    least ~6% of the map's extent away from the others already shown.
+    least ~8% of the map's extent away from the others already shown.
 
     Args:
         result: an :class:`~cnn_explain.embedding.Embedding` (2 or 3 components).
@@ -97,8 +106,8 @@ def scatter_embedding(result: Any, ax: Any = None, *, thumbnails: Any = None, n_
     _draw_points(ax, result, coords, mark_errors, point_size)
     if thumbnails is not None:
         _draw_thumbnails(ax, result, coords, thumbnails, n_thumbnails, thumbnail_size, thumbnail_cmap, seed)
-    ax.set_xlabel(f"{result.method} 1")
-    ax.set_ylabel(f"{result.method} 2")
+    ax.set_xlabel(f"{_PRETTY.get(result.method, result.method)} 1")
+    ax.set_ylabel(f"{_PRETTY.get(result.method, result.method)} 2")
     ax.set_title(_title(result), fontsize=10)
     return fig
 
@@ -121,14 +130,14 @@ def scatter_embedding_3d(result: Any, ax: Any = None, *, mark_errors: bool = Tru
         ax = fig.add_subplot(1, 1, 1, projection="3d")
     elif getattr(ax, "name", "") != "3d":
         raise ValueError("ax must be a 3-D Axes: fig.add_subplot(projection='3d')")
-    _draw_points(ax, result, coords, mark_errors, point_size)
+    _draw_points(ax, result, coords, mark_errors, point_size, inside=True)
     for i, setter in enumerate((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)):
-        setter(f"{result.method} {i + 1}")
+        setter(f"{_PRETTY.get(result.method, result.method)} {i + 1}")
     ax.set_title(_title(result), fontsize=10)
     return ax.figure
 
 
-def _draw_points(ax, result, coords: np.ndarray, mark_errors: bool, size: float) -> None:
+def _draw_points(ax, result, coords: np.ndarray, mark_errors: bool, size: float, inside: bool = False) -> None:
     lab, classes, title = _groups(result)
     colors = class_colors(len(classes))
     cols = [coords[:, j] for j in range(coords.shape[1])]
@@ -141,8 +150,9 @@ def _draw_points(ax, result, coords: np.ndarray, mark_errors: bool, size: float)
         if wrong.any():
             ax.scatter(*[col[wrong] for col in cols], s=size * 2.5, marker="x", color="black",
                        linewidths=1.0, label=f"misclassified ({int(wrong.sum())})")
-    ax.legend(title=title, fontsize=8, title_fontsize=8, markerscale=1.5, loc="center left",
-              bbox_to_anchor=(1.01, 0.5), frameon=False)
+    where = {"loc": "upper left", "bbox_to_anchor": (0.0, 1.0)} if inside else \
+        {"loc": "center left", "bbox_to_anchor": (1.01, 0.5)}
+    ax.legend(title=title, fontsize=8, title_fontsize=8, markerscale=1.5, frameon=False, **where)
 
 
 def _image_source(images: Any) -> Any:
@@ -183,7 +193,7 @@ def _draw_thumbnails(ax, result, coords, images, n, size, cmap, seed) -> None:
     if n < 1:
         return
     extent = np.ptp(coords, axis=0).max() or 1.0
-    pick = spread_subsample(coords, n, 0.06 * extent, seed)
+    pick = spread_subsample(coords, n, 0.08 * extent, seed)
     lab, classes, _ = _groups(result)
     colors = dict(zip(classes.tolist(), class_colors(len(classes))))
     for i in pick:
@@ -225,9 +235,10 @@ def explained_variance_figure(result: Any, ax: Any = None, *, n: int | None = No
     ax.bar(xs, ev, color=colors, label="per component")
     ax.plot(xs, np.cumsum(ev), "o-", color="tab:orange", markersize=3, label="cumulative")
     ax.set_ylim(0, 1.02)
+    ax.set_xticks(xs if len(xs) <= 20 else xs[::5])
     ax.set_xlabel("principal component")
     ax.set_ylabel("explained variance ratio")
-    ax.set_title(f"PCA of layer {getattr(result, 'layer', '')!r}: the {k} plotted components explain "
-                 f"{ev[:k].sum():.1%}", fontsize=10)
+    where = f" of the {_where(result)}" if hasattr(result, "layer") else ""
+    ax.set_title(f"PCA{where}: the {k} plotted components explain {ev[:k].sum():.1%}", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     return fig
