@@ -112,7 +112,10 @@ def _add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) ->
     p.add_argument("--lr", type=float, default=s["lr"], help="learning rate (default: %(default)s)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=s["optimizer"], help="(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=s["batch_size"], help="(default: %(default)s)")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=s["schedule"],
+                   help="learning-rate schedule (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and shuffling (default: 0)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1, fastest on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -148,7 +151,7 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
 
 
 def _check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.lr <= 0:
@@ -169,7 +172,7 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         model = mnist_cnn()
     history = fit(model, load_digits("train"), epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
                   batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
-                  schedule="cosine" if args.optimizer == "adam" else "constant")
+                  schedule=args.schedule, num_threads=args.threads)
     acc = evaluate(model, load_digits("test"))
     print(f"trained {args.epochs} epochs in {history.seconds:.1f} s; final loss {history.loss[-1]:.4f}; "
           f"test accuracy {acc:.2%}")

@@ -62,6 +62,7 @@ def test_summary_json_with_weights(tmp_path, capsys):
         (["summary", "--input-shape", "1,32,32"], "--input-shape"),
         (["summary", "--weights", "/no/such/file.pt"], "--weights"),
         (["train", "--epochs", "0"], "--epochs must be >= 1"),
+        (["train", "--threads", "0"], "--threads must be >= 1"),
         (["train", "--optimizer", "rmsprop"], "invalid choice"),
         (["frobnicate"], "invalid choice"),
     ],

@@ -48,5 +48,5 @@ def architecture(summary: Any, *, ax: Any = None, log: bool = True, skip_activat
         ax.set_xscale("log")
     ax.set_xlabel("count" + (" (log scale)" if log else ""))
     ax.set_title(f"{summary.model_name}: {summary.total_params:,} parameters", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     return fig
