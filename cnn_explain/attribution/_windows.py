@@ -81,9 +81,9 @@ def _gaussian_blur(x: torch.Tensor, sigma: tuple[float, float]) -> torch.Tensor:
         t = torch.arange(-r, r + 1, dtype=x.dtype)
         k = torch.exp(-0.5 * (t / sg) ** 2)
         k = (k / k.sum()).to(x.device)
-        shape = (c, 1, 2 * r + 1, 1) if dim == 2 else (c, 1, 1, 2 * r + 1)
+        shape = (1, 1, 2 * r + 1, 1) if dim == 2 else (1, 1, 1, 2 * r + 1)
         pad = (0, 0, r, r) if dim == 2 else (r, r, 0, 0)
-        x = F.conv2d(F.pad(x, pad, mode="replicate"), k.reshape(shape), groups=c)
+        x = F.conv2d(F.pad(x, pad, mode="replicate"), k.reshape(shape).expand(c, 1, -1, -1), groups=c)
     return x
 
 

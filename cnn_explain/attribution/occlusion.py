@@ -162,13 +162,13 @@ def occlusion(
         if mode == "approx" and compare_exact:
             exact = run.drops("exact", clean, None, 1.0)[0]
             deviation = _deviation(assemble(drops, grid, x.shape[-2:]), assemble(exact, grid, x.shape[-2:]))
-    heat = assemble(drops, grid, x.shape[-2:]).to(torch.float32)
+    heat = assemble(drops, grid, x.shape[-2:]).to(x.dtype)
     attribution = heat[:, None].expand(-1, x.shape[1], -1, -1).contiguous()
     params = {"window": window, "stride": stride, "measure": measure, "mode": mode}
     return OcclusionResult(
         attribution, tgt, "occlusion", inputs=x.detach().cpu(), params=params, window=window, stride=stride,
         baseline=baseline if not isinstance(baseline, torch.Tensor) else "tensor", measure=measure, mode=mode,
-        engine=run.engine_name, fallback_reason=run.fallback_reason, drops=drops.to(torch.float32),
+        engine=run.engine_name, fallback_reason=run.fallback_reason, drops=drops.to(x.dtype),
         batch_size=run.batch, deviation=deviation, extra=extra,
     )
 

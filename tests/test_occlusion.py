@@ -1,0 +1,222 @@
+"""Occlusion: a hand-worked map, equality with captum.attr.Occlusion, baselines, batching, bad input, model state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from captum.attr import Occlusion
+from conftest import Boom
+from torch import nn
+
+from cnn_explain import explain
+from cnn_explain.attribution.occlusion import occlusion
+from cnn_explain.attribution._windows import resolve_baseline
+
+
+class SumNet(nn.Module):
+    """conv 1->1, 3x3 all-ones kernel, padding 1, no bias; score = sum of the output map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+
+    def forward(self, x):
+        return self.conv(x).sum(dim=(2, 3))
+
+
+def _by_hand(img: torch.Tensor, win: int, stride: int) -> torch.Tensor:
+    """Score = Σ_p x[p]·cnt(p), cnt(p) = output positions whose 3x3 kernel covers p; drop of a window =
+    Σ_{p in window} x[p]·cnt(p); each pixel averages the drops of the (truncated) windows covering it."""
+    h, w = img.shape
+    cnt = torch.zeros(h, w, dtype=torch.float64)
+    for i in range(h):
+        for j in range(w):
+            cnt[i, j] = (min(i + 1, h - 1) - max(i - 1, 0) + 1) * (min(j + 1, w - 1) - max(j - 1, 0) + 1)
+    contrib = img.double() * cnt
+    total = torch.zeros(h, w, dtype=torch.float64)
+    count = torch.zeros(h, w, dtype=torch.float64)
+    r = 0
+    while True:
+        c = 0
+        while True:
+            drop = contrib[r:r + win, c:c + win].sum()
+            total[r:r + win, c:c + win] += drop
+            count[r:r + win, c:c + win] += 1
+            if c + win >= w:
+                break
+            c += stride
+        if r + win >= h:
+            break
+        r += stride
+    return total / count
+
+
+@pytest.mark.parametrize("shape, win, stride", [((5, 7), 3, 2), ((6, 6), 3, 2), ((7, 5), 4, 3)])
+@pytest.mark.parametrize("mode", ["exact", "batched"])
+def test_hand_worked_sum_net(shape, win, stride, mode):
+    img = (torch.arange(shape[0] * shape[1], dtype=torch.float64).reshape(shape) % 7) - 2.0
+    net = SumNet().double()
+    r = occlusion(net, img[None, None], target=0, window=win, stride=stride, measure="logit", mode=mode,
+                  progress=False)
+    expected = _by_hand(img, win, stride)
+    torch.testing.assert_close(r.attribution[0, 0].double(), expected, rtol=1e-10, atol=1e-10)
+    assert r.method == "occlusion" and r.target.tolist() == [0]
+
+
+def _captum(model, x, target, measure, window, stride, baselines=0.0, ppe=4):
+    f = (lambda z: torch.softmax(model(z), 1)) if measure == "prob" else model
+    return Occlusion(f).attribute(x, sliding_window_shapes=(x.shape[1], *window), strides=(1, *stride),
+                                  target=target, baselines=baselines, perturbations_per_eval=ppe)
+
+
+@pytest.mark.parametrize("net", ["tiny_net", "tiny_functional_net", "tiny_resnet"])
+@pytest.mark.parametrize("measure", ["prob", "logit"])
+def test_equals_captum_float64(net, measure, request):
+    model = request.getfixturevalue(net).double()
+    x = torch.rand(2, 3, 13, 11, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = _captum(model, x, [1, 3], measure, (4, 3), (3, 2))
+    for mode in ("exact", "batched"):
+        r = occlusion(model, x, target=[1, 3], window=(4, 3), stride=(3, 2), measure=measure, mode=mode,
+                      progress=False)
+        scale = expected.abs().max()  # captum divides in float32: its map is float32
+        assert float((r.attribution.double() - expected.double()).abs().max()) <= 1e-6 * float(scale)
+    assert r.attribution.dtype == torch.float64
+
+
+def test_equals_captum_float32_default_target(tiny_resnet):
+    x = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(3))
+    r = occlusion(tiny_resnet, x, window=3, stride=2, progress=False)
+    assert r.engine == "incremental"
+    expected = _captum(tiny_resnet, x, r.target, "prob", (3, 3), (2, 2))
+    assert torch.equal(r.target, tiny_resnet(x).argmax(1))
+    # float32 rounding differs between batch sizes of the model itself; ~1e-5 of the max is that noise
+    assert float((r.attribution - expected).abs().max()) <= 1e-4 * float(expected.abs().max())
+
+
+@pytest.mark.parametrize("baseline", [0.5, "mean", "blur", "tensor"])
+def test_baselines_equal_captum(tiny_net, baseline):
+    model = tiny_net.double()
+    x = torch.rand(1, 3, 10, 9, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    if baseline == "tensor":
+        baseline = torch.linspace(0, 1, 9, dtype=torch.float64)  # broadcast along the last axis
+    full = resolve_baseline(baseline, x, (3, 3))
+    expected = _captum(model, x, 2, "logit", (3, 3), (2, 2), baselines=full)
+    r = occlusion(model, x, target=2, window=3, stride=2, baseline=baseline, measure="logit", progress=False)
+    torch.testing.assert_close(r.attribution.double(), expected.double(), rtol=0,
+                               atol=1e-6 * float(expected.abs().max()))
+    if isinstance(baseline, str) and baseline == "mean":
+        torch.testing.assert_close(full[0, :, 0, 0], x[0].mean((1, 2)))
+
+
+def test_blur_baseline_is_smooth_copy():
+    x = torch.zeros(1, 1, 25, 25)
+    x[0, 0, 12, 12] = 1.0
+    b = resolve_baseline("blur", x, (8, 8))  # sigma 2: the impulse becomes a normalized Gaussian
+    assert abs(float(b.sum()) - 1.0) < 1e-5 and float(b.max()) < 0.05 and float(b[0, 0, 12, 12]) == float(b.max())
+    const = torch.full((1, 2, 6, 7), 0.3)
+    torch.testing.assert_close(resolve_baseline("blur", const, (4, 4)), const)
+
+
+@pytest.mark.parametrize("mode", ["exact", "batched"])
+def test_same_for_any_batch_size(tiny_resnet, mode):
+    model = tiny_resnet.double()
+    x = torch.rand(2, 3, 8, 7, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    maps = [occlusion(model, x, target=[0, 4], window=3, stride=2, batch_size=b, mode=mode, progress=False)
+            for b in (1, 7, None)]
+    for r in maps[1:]:
+        torch.testing.assert_close(r.attribution, maps[0].attribution, rtol=0, atol=1e-12)
+    assert maps[0].batch_size == 1 and maps[1].batch_size == 7
+
+
+def test_memory_budget_sets_batch_size(tiny_net):
+    x = torch.rand(1, 3, 12, 12)
+    small = occlusion(tiny_net, x, window=4, stride=2, memory_budget=1, progress=False)
+    big = occlusion(tiny_net, x, window=4, stride=2, progress=False)
+    assert small.batch_size == 1 and big.batch_size == 25
+    torch.testing.assert_close(small.attribution, big.attribution, rtol=0, atol=1e-6)
+
+
+def test_stride_larger_than_window(tiny_net):
+    model = tiny_net.double()
+    x = torch.rand(1, 3, 12, 11, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    r = occlusion(model, x, target=1, window=2, stride=5, progress=False)
+    b = occlusion(model, x, target=1, window=2, stride=5, mode="batched", progress=False)
+    torch.testing.assert_close(r.attribution, b.attribution, rtol=0, atol=1e-12)
+    assert r.drops.shape == (1, 3, 3)
+    assert torch.all(r.attribution[0, :, 2:5] == 0)  # rows 2..4 are covered by no window
+
+
+def test_explainer_facade_same_result(tiny_net, images):
+    a = explain(tiny_net).occlusion(images, target=2, window=3, stride=3, progress=False)
+    b = occlusion(tiny_net, images, target=2, window=3, stride=3, progress=False)
+    assert torch.equal(a.attribution, b.attribution)
+
+
+def test_single_image_chw_accepted(tiny_net, images):
+    r = occlusion(tiny_net, images[0], window=3, stride=3, progress=False)
+    assert r.attribution.shape == (1, 3, 12, 10)
+
+
+@pytest.mark.parametrize("kwargs, err, word", [
+    (dict(window=13), ValueError, "window"),
+    (dict(window=(3, 11)), ValueError, "window"),
+    (dict(stride=0), ValueError, "stride"),
+    (dict(stride=-2), ValueError, "stride"),
+    (dict(stride=1.5), TypeError, "stride"),
+    (dict(window=(3, 3, 3)), ValueError, "window"),
+    (dict(target=5), ValueError, "target"),
+    (dict(target=[1, 2]), ValueError, "target"),
+    (dict(target="cat"), TypeError, "target"),
+    (dict(measure="softmax"), ValueError, "measure"),
+    (dict(mode="fast"), ValueError, "mode"),
+    (dict(baseline="zeros"), ValueError, "baseline"),
+    (dict(baseline=[0.0]), TypeError, "baseline"),
+    (dict(baseline=torch.zeros(2, 3, 3)), ValueError, "baseline"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(approx_tau=2.0, mode="approx"), ValueError, "approx_tau"),
+])
+def test_bad_input(tiny_net, images, kwargs, err, word):
+    with pytest.raises(err, match=word):
+        occlusion(tiny_net, images, progress=False, **kwargs)
+
+
+def test_bad_model_and_channels(tiny_net):
+    with pytest.raises(TypeError, match="model"):
+        occlusion(lambda z: z, torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="channels"):
+        occlusion(tiny_net, torch.rand(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("mode", ["exact", "batched", "approx"])
+def test_model_unchanged(tiny_resnet, snapshot, mode):
+    tiny_resnet.train()
+    tiny_resnet.fc.weight.grad = torch.ones_like(tiny_resnet.fc.weight)
+    snap = snapshot(tiny_resnet)
+    x = torch.rand(1, 3, 8, 8)
+    x0 = x.clone()
+    state = torch.get_rng_state()
+    occlusion(tiny_resnet, x, window=3, stride=2, mode=mode, progress=False)
+    snap.assert_unchanged()
+    assert torch.equal(x, x0) and torch.equal(torch.get_rng_state(), state)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+def test_model_unchanged_after_exception(exploding_net, snapshot):
+    exploding_net.train()
+    snap = snapshot(exploding_net)
+    with pytest.raises(Boom):
+        occlusion(exploding_net, torch.rand(1, 3, 8, 8), window=3, progress=False)
+    snap.assert_unchanged()
+
+
+def test_approx_mode_close_to_exact(tiny_resnet):
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    r = occlusion(tiny_resnet, x, window=4, stride=2, mode="approx", compare_exact=True, progress=False)
+    assert r.mode == "approx" and r.deviation["pearson"] > 0.9
+    assert r.extra["positions_computed"] < r.extra["positions"]
+    full = occlusion(tiny_resnet, x, window=4, stride=2, mode="approx", approx_tau=None, approx_drill=1.0,
+                     compare_exact=True, progress=False)
+    assert full.deviation["rel_max_abs"] < 1e-4
+    assert occlusion(tiny_resnet, x, window=4, stride=2, mode="approx", progress=False).deviation is None
