@@ -58,7 +58,8 @@ class Box:
         h, w: the output position the box belongs to.
         input_shape: the ``(C, H, W)`` input the box refers to.
         support: ``(top, bottom, left, right)`` of the input pixels that really
-            reach this output (inside the image), or None when unknown. It equals
+            reach this output (inside the image); None when none does (an output
+            that sees only padding) or when unknown. It equals
             the box cut to the image except where a layer drops border pixels
             (a pooling or strided conv whose windows do not cover the last rows).
     """
@@ -232,6 +233,23 @@ class _Axis:
         rhi = np.where(inside, self.rhi[t], -_NONE).max(1)
         return _Axis(_at(self.lo, taps[:, 0], self.jump), _at(self.hi, taps[:, -1], self.jump), rlo, rhi, self.jump * s)
 
+    def pad(self, n_out: int, before: int, mode: str) -> "_Axis":
+        """``F.pad``: output o is input ``o − before``; padded positions read mirrored /
+        repeated / wrapped input pixels (``reflect`` / ``replicate`` / ``circular``) or none."""
+        n, idx = len(self.lo), np.arange(n_out) - before
+        inside = (idx >= 0) & (idx < n)
+        if mode == "reflect":
+            src = np.abs(idx)
+            src = np.where(src >= n, 2 * (n - 1) - src, src)
+        elif mode == "circular":
+            src = idx % n
+        else:
+            src = np.clip(idx, 0, n - 1)
+        real = inside | (mode in ("reflect", "replicate", "circular"))
+        src = np.clip(src, 0, n - 1)
+        rlo, rhi = np.where(real, self.rlo[src], _NONE), np.where(real, self.rhi[src], -_NONE)
+        return _Axis(_at(self.lo, idx, self.jump), _at(self.hi, idx, self.jump), rlo, rhi, self.jump)
+
     def adaptive(self, n_out: int) -> "_Axis":
         """Adaptive pooling: output o reads ``floor(o·n/n_out) .. ceil((o+1)·n/n_out) − 1``."""
         n, o = len(self.lo), np.arange(n_out)
@@ -348,6 +366,8 @@ class RFMode(TorchFunctionMode):
         if out.dim() != 4:
             return Field.full(1, 1, self.H, self.W)
         n_h, n_w = out.shape[-2:]
+        if func is F.pad:
+            return self._padded(args, kwargs, known, n_h, n_w)
         spec = _spatial_op(func)
         if spec is not None:
             a = _bind(args, kwargs, spec[0], {"stride": None, "padding": 0, "dilation": 1})
@@ -360,6 +380,15 @@ class RFMode(TorchFunctionMode):
                     return Field(fld.h.adaptive(n_h), fld.w.adaptive(n_w))
                 return self._windowed(fld, a, n_h, n_w)
         return self._union(known, n_h, n_w)
+
+    def _padded(self, args, kwargs, known, n_h: int, n_w: int) -> Field:
+        a = _bind(args, kwargs, ["input", "pad", "mode"], {"mode": "constant"})
+        src, pad = a["input"], tuple(a["pad"])
+        fld = self.field_of(src) if isinstance(src, torch.Tensor) else None
+        if fld is None or src.dim() != 4 or fld.whole or len(pad) not in (2, 4):
+            return self._union(known, n_h, n_w)
+        top = pad[2] if len(pad) == 4 else 0
+        return Field(fld.h.pad(n_h, top, a["mode"]), fld.w.pad(n_w, pad[0], a["mode"]))
 
     def _windowed(self, fld: Field, a: dict[str, Any], n_h: int, n_w: int) -> Field:
         k = tuple(a["weight"].shape[-2:]) if "weight" in a else _pair(a["kernel_size"])

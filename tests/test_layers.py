@@ -43,7 +43,7 @@ def _positive(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def _support_boxes(model: nn.Module, layer: str, shape) -> dict[tuple[int, int], tuple[int, int, int, int]]:
+def _support_boxes(model: nn.Module, layer: str, shape) -> dict[tuple[int, int], tuple[int, int, int, int] | None]:
     """Bounding box of the nonzero input gradient of every output position (channels summed)."""
     x = (torch.rand(1, *shape, generator=torch.Generator().manual_seed(0)) + 0.1).requires_grad_(True)
     base, _, _ = layer.partition("#")
@@ -55,7 +55,8 @@ def _support_boxes(model: nn.Module, layer: str, shape) -> dict[tuple[int, int],
             for w in range(out.shape[3]):
                 (g,) = torch.autograd.grad(out[0, :, h, w].sum(), x, retain_graph=True)
                 rows, cols = torch.nonzero(g[0].abs().sum(0), as_tuple=True)
-                boxes[h, w] = (rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item())
+                boxes[h, w] = None if len(rows) == 0 else (  # None: the output sees only padding
+                    rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item())
     return boxes
 
 
@@ -76,8 +77,10 @@ def _check_all_positions(model, layers, shape):
                 box = Box(*info.rf_field.box(h, w), info.name, h, w, shape, info.rf_field.support(h, w))
                 if (h in (0, n_h - 1)) and (w in (0, n_w - 1)):
                     assert receptive_field(model, info.name, h, w, input_shape=shape) == box
-                c = box.clipped()
-                assert (c.top, c.bottom, c.left, c.right) == support[h, w], (info.name, h, w)
+                assert box.support == support[h, w], (info.name, h, w)
+                if box.support is not None:
+                    c = box.clipped()
+                    assert (c.top, c.bottom, c.left, c.right) == support[h, w], (info.name, h, w)
     assert checked == set(layers)
 
 
@@ -98,6 +101,17 @@ def test_receptive_field_functional_relu_net():
     model.pool = nn.AvgPool2d(2)  # max-pool gradients reach only the argmax; same geometry (tested below)
     model = _positive(model)
     _check_all_positions(model, {"pool", "conv2"}, (3, 10, 9))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular", "zeros"])
+def test_padding_modes(mode):
+    """Conv2d(padding_mode=...) runs F.pad then an unpadded conv: same box as zero padding, exact support."""
+    torch.manual_seed(0)
+    model = _positive(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode=mode), nn.AvgPool2d(2),
+                                    nn.ZeroPad2d((2, 0, 1, 3)), nn.Conv2d(2, 1, 3, padding=2, padding_mode=mode)))
+    _check_all_positions(model, {"0", "3"}, (1, 9, 8))
+    zero = walk(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1)), (1, 9, 8))[0]
+    assert walk(model, (1, 9, 8))[0].rf_field.box(0, 0) == zero.rf_field.box(0, 0) == (-1, 1, -1, 1)
 
 
 def test_max_pool_has_the_geometry_of_avg_pool():
