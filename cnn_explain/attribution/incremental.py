@@ -82,13 +82,16 @@ class IncrementalOcclusion:
         tau: projective-field threshold in (0, 1] (approximate), or None (exact).
         full_threshold: a box covering more than this fraction of its map is
             computed as a full map (and everything after it).
+        min_group: positions whose regions have the same size at every node
+            share boxes of exactly that size; groups smaller than this are
+            merged into one group with the largest box (fewer, larger batches).
 
     Raises:
         Unsupported: the model cannot be traced or has an operation without a region rule.
     """
 
     def __init__(self, model: nn.Module, image_shape: tuple[int, int, int], rows, cols, *,
-                 tau: float | None = None, full_threshold: float = 0.6) -> None:
+                 tau: float | None = None, full_threshold: float = 0.6, min_group: int = 16) -> None:
         self.model = model
         self.graph = trace(model)
         self.modules = dict(model.named_modules())
@@ -96,7 +99,7 @@ class IncrementalOcclusion:
         self.nodes = list(self.graph.nodes)
         self.image_shape = tuple(image_shape)
         self.window = Region(tuple(rows), tuple(cols), self.image_shape[1:])
-        self.tau, self.full_threshold = tau, full_threshold
+        self.tau, self.full_threshold, self.min_group = tau, full_threshold, min_group
         self.cache: dict[fx.Node, Any] = {}
         self.plan: dict[fx.Node, NodePlan] | None = None
         self.last_use = {}
@@ -237,7 +240,10 @@ class IncrementalOcclusion:
         """
         patch = [p for p in self.plan.values() if p.state == "patch"]
         sig = torch.stack([t for p in patch for lo, hi in (p.region.rows, p.region.cols) for t in (hi - lo,)], 1)
-        _, self.group = torch.unique(sig, dim=0, return_inverse=True)
+        _, group, counts = torch.unique(sig, dim=0, return_inverse=True, return_counts=True)
+        small = counts[group] < self.min_group  # few positions: one shared group (max box) instead
+        group = torch.where(small, -1, group)
+        _, self.group = torch.unique(group, return_inverse=True)
         self._patch_last_use = {}
         for node in self.nodes:
             if self.plan[node].state == "patch":

@@ -1,0 +1,196 @@
+"""Occlusion speed: captum.attr.Occlusion vs cnn_explain exact (incremental) and approx, same run.
+
+Usage: ``python benchmarks/occlusion.py [--quick] [--no-write]``
+
+Every timed run happens in its own subprocess (``--worker``), so that its peak
+memory can be read with ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (the
+process's resident-set high-water mark; tracemalloc does not see torch's CPU
+allocator). Reported peak memory = high-water mark after the run minus the mark
+just before it (model built, input made, one warm-up forward done), in MiB.
+
+Columns: captum time at its best ``perturbations_per_eval`` from {1, 16, 64};
+ours exact (``mode="exact"``: incremental inference) and approx
+(``mode="approx"``); speedups vs captum; the MAC limit of the exact speedup
+(one forward's MACs ÷ the MACs of the regions a window changes, averaged over
+positions, from :meth:`IncrementalOcclusion.macs`); max |ours − captum| ÷ max
+|captum|, and captum's own noise (the same quantity between two of its
+``perturbations_per_eval`` settings: float32 results depend on batch size);
+Pearson correlation of approx with exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+CASES = {
+    "cifar10_cnn": dict(size=32, window=4, stride=2),
+    "vgg11": dict(size=128, window=8, stride=4),
+    "resnet18": dict(size=128, window=8, stride=4),
+}
+QUICK = {"cifar10_cnn": 32, "vgg11": 64, "resnet18": 64}
+
+
+def build(name: str, size: int):
+    from models import resnet18, seeded, vgg11
+
+    from cnn_explain.models import cifar10_cnn
+
+    if name == "cifar10_cnn":
+        return seeded(cifar10_cnn(), probe_size=32)
+    if name == "vgg11":
+        return vgg11(image_size=size)
+    return resnet18()
+
+
+def worker(spec: dict) -> dict:
+    """One timed run (in a fresh process); writes the map to spec['out']."""
+    from captum.attr import Occlusion
+
+    from cnn_explain.attribution.occlusion import occlusion
+
+    model = build(spec["model"], spec["size"])
+    x = torch.rand(1, 3, spec["size"], spec["size"], generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        target = int(model(x).argmax())
+    w, s = spec["window"], spec["stride"]
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    info = {}
+    if spec["method"] == "captum":
+        with torch.inference_mode():
+            f = lambda z: torch.softmax(model(z), 1)  # noqa: E731
+            a = Occlusion(f).attribute(x, sliding_window_shapes=(3, w, w), strides=(3, s, s), target=target,
+                                       baselines=0.0, perturbations_per_eval=spec["ppe"])
+    else:
+        r = occlusion(model, x, target=target, window=w, stride=s, mode=spec["method"], progress=False)
+        a = r.attribution
+        info = {"engine": r.engine, "batch": r.batch_size, **dict(r.extra)}
+    elapsed = time.perf_counter() - t0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    torch.save(a.detach().cpu(), spec["out"])
+    return {"time": elapsed, "peak_mib": (rss1 - rss0) / 1024, **info}
+
+
+def _run(spec: dict) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def mac_limit(name: str, size: int, window: int, stride: int) -> float:
+    from cnn_explain.attribution._windows import make_grid
+    from cnn_explain.attribution.incremental import IncrementalOcclusion
+
+    model = build(name, size)
+    g = make_grid((size, size), (window, window), (stride, stride))
+    with torch.inference_mode():
+        eng = IncrementalOcclusion(model, (3, size, size), *g.positions())
+        eng.prepare(torch.rand(1, 3, size, size))
+        m = eng.macs()
+    return m["full"] / m["needed"]
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.reshape(-1).double(), b.reshape(-1).double()
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+def bench_case(name: str, size: int, window: int, stride: int, ppes, tmp: Path) -> dict:
+    res, maps = {}, {}
+    for method, ppe in [("captum", p) for p in ppes] + [("exact", None), ("approx", None)]:
+        key = method if ppe is None else f"captum{ppe}"
+        spec = dict(model=name, size=size, window=window, stride=stride, method=method, ppe=ppe,
+                    out=str(tmp / f"{name}_{key}.pt"))
+        res[key] = _run(spec)
+        maps[key] = torch.load(spec["out"])
+        print(f"  {name} {key}: {res[key]['time']:.2f} s, peak {res[key]['peak_mib']:.0f} MiB", flush=True)
+    best = min((k for k in res if k.startswith("captum")), key=lambda k: res[k]["time"])
+    cap = maps[best]
+    others = [k for k in res if k.startswith("captum") and k != best]
+    scale = float(cap.abs().max())
+    positions = (-(-(size - window) // stride) + 1) ** 2
+    return {
+        "model": name, "input": f"3×{size}×{size}", "window": f"{window}/{stride}", "positions": positions,
+        "captum": res[best]["time"], "ppe": int(best[6:]), "exact": res["exact"]["time"],
+        "approx": res["approx"]["time"], "limit": mac_limit(name, size, window, stride),
+        "diff": float((maps["exact"] - cap).abs().max()) / scale,
+        "noise": max((float((maps[k] - cap).abs().max()) / scale for k in others), default=float("nan")),
+        "pearson": _pearson(maps["approx"], maps["exact"]),
+        "mem_captum": res[best]["peak_mib"], "mem_exact": res["exact"]["peak_mib"],
+        "engine": res["exact"].get("engine"),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| model | input | window/stride | positions | captum s (best ppe) | exact s | approx s | "
+            "exact × | approx × | MAC limit × | exact % of limit | max Δ vs captum / max | captum ppe noise | "
+            "approx Pearson | peak MiB captum / exact |")
+    lines = [head, "|" + "---|" * head.count("|")[:-1] if False else "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        sx, sa = r["captum"] / r["exact"], r["captum"] / r["approx"]
+        lines.append(
+            f"| {r['model']} | {r['input']} | {r['window']} | {r['positions']} | {r['captum']:.2f} ({r['ppe']}) | "
+            f"{r['exact']:.2f} | {r['approx']:.2f} | {sx:.2f} | {sa:.2f} | {r['limit']:.2f} | "
+            f"{100 * sx / r['limit']:.0f}% | {r['diff']:.1e} | {r['noise']:.1e} | {r['pearson']:.3f} | "
+            f"{r['mem_captum']:.0f} / {r['mem_exact']:.0f} |")
+    return "\n".join(lines)
+
+
+def write_section(text: str, path: Path = ROOT / "docs" / "performance.md") -> None:
+    start, end = "<!-- bench:occlusion:start -->", "<!-- bench:occlusion:end -->"
+    block = f"{start}\n{text}\n{end}"
+    old = path.read_text() if path.exists() else "# Performance\n"
+    if start in old and end in old:
+        new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, old, flags=re.S)
+    else:
+        new = old.rstrip("\n") + "\n\n## Occlusion\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller inputs (VGG/ResNet at 64×64), ppe 16 and 64 only")
+    p.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
+    p.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    ppes = (16, 64) if args.quick else (1, 16, 64)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases:
+            c = CASES[name]
+            size = QUICK[name] if args.quick else c["size"]
+            rows.append(bench_case(name, size, c["window"], c["stride"], ppes, Path(tmp)))
+    text = table(rows)
+    note = (f"\n\nMeasured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores shared with other jobs "
+            f"(torch {torch.__version__}, {'--quick' if args.quick else 'full'} run); each time is one run in a "
+            "fresh process; peak memory = ru_maxrss growth during the run. Ratios are what matters.")
+    print(text)
+    if not args.no_write:
+        write_section(text + note)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
