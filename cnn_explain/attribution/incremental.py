@@ -24,11 +24,13 @@ keep their clean value.
 Example:
     >>> import torch
     >>> from cnn_explain.models import tiny_vgg
-    >>> from cnn_explain.attribution.incremental import IncrementalOcclusion
-    >>> net = tiny_vgg().eval()
-    >>> rows = cols = (torch.tensor([0, 4]), torch.tensor([3, 7]))   # windows [0,4) and [4,8)
-    >>> eng = IncrementalOcclusion(net, (3, 8, 8), (rows[0].repeat_interleave(2), rows[1].repeat_interleave(2)),
-    ...                            (cols[0].repeat(2), cols[1].repeat(2)))
+    >>> from cnn_explain.attribution._windows import make_grid
+    >>> grid = make_grid((16, 16), (4, 4), (4, 4))
+    >>> with torch.inference_mode():
+    ...     eng = IncrementalOcclusion(tiny_vgg().eval(), (3, 16, 16), *grid.positions())
+    ...     _ = eng.prepare(torch.rand(1, 3, 16, 16))
+    >>> sorted({p.state for p in eng.plan.values()})
+    ['full', 'output', 'patch']
 """
 
 from __future__ import annotations
