@@ -46,7 +46,7 @@ def demo_plan(fast: bool = False) -> DemoPlan:
         return DemoPlan(n_images=2, embed_methods=("pca", "tsne"), embed_points=120, maximize_steps=16,
                         maximize_channels=4, occlusion_window=8, occlusion_stride=4, style_size=32, style_steps=8)
     return DemoPlan(n_images=4, embed_methods=("pca", "tsne", "umap"), embed_points=None, maximize_steps=96,
-                    maximize_channels=8, occlusion_window=6, occlusion_stride=2, style_size=128, style_steps=120)
+                    maximize_channels=8, occlusion_window=6, occlusion_stride=2, style_size=96, style_steps=30)
 
 
 def _pick_images(dataset: Any, n: int) -> tuple[torch.Tensor, list[str]]:

@@ -64,26 +64,37 @@ def build_embeddings(ctx: ReportContext):
     """PCA, t-SNE and UMAP maps of one layer's features over ``data``, with their quality."""
     if ctx.data is None:
         raise Skip("no data set was given (pass data=... to embed a layer's features over a labelled set)")
+    s, ex = ctx.settings, ctx.explainer
+    if not s.embed_methods:
+        raise Skip("embed_methods is empty")
     from ..plotting import scatter_embedding
 
-    s, ex = ctx.settings, ctx.explainer
     body, rows, info = [], [], {}
     for method in s.embed_methods:
         emb = ex.embed(ctx.data, layer=s.embed_layer, method=method, seed=s.seed, progress=ctx.progress,
                        **_embed_options(s.embed_options, method))
         thumbs = ctx.data if method == "tsne" and _indexable(ctx.data) else None
-        body.append(ctx.figure(scatter_embedding(emb, thumbnails=thumbs), f"{method.upper()} of layer {emb.layer}"))
+        body.append(ctx.figure(scatter_embedding(emb, thumbnails=thumbs), f"{NAMES[method]} of {_where(emb)}"))
         if method == "pca":
             body.append(_pca_variance(ctx, emb))
         trust, knn = float(emb.trustworthiness), getattr(emb, "knn_accuracy", None)
-        rows.append((method, f"{trust:.3f}", "—" if knn is None else f"{float(knn):.3f}", len(emb.coords)))
+        rows.append((NAMES[method], f"{trust:.3f}", "—" if knn is None else f"{float(knn):.3f}", len(emb.coords)))
         info[method] = {"trustworthiness": trust, "knn_accuracy": None if knn is None else float(knn)}
-    intro = ("<p>Each point is one image of the data set, placed by the features of layer "
-             f"<code>{esc(getattr(emb, 'layer', s.embed_layer))}</code>. Trustworthiness (1 = every "
+    intro = (f"<p>Each point is one image of the data set ({len(emb.coords)} images), placed by its features at "
+             f"{esc(_where(emb))}, coloured by its true class. Trustworthiness (1 = every "
              "neighbour in the map is a neighbour in feature space) and the accuracy of a k-nearest-neighbour "
              "classifier in the map measure how faithful each map is.</p>")
     quality = table(["method", "trustworthiness", "kNN accuracy", "points"], rows, numeric=(1, 2, 3))
     return intro + quality + "".join(body), info
+
+
+NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+
+
+def _where(emb: Any) -> str:
+    """``layer 12`` or ``the input of layer 12``: where the embedded features were taken."""
+    captured = getattr(getattr(emb, "features", None), "captured", "output")
+    return f"the input of layer {emb.layer}" if captured == "input" else f"layer {emb.layer}"
 
 
 def _embed_options(options: Any, method: str) -> dict[str, Any]:
