@@ -115,10 +115,13 @@ def _tensor_source(x: Any, y: Any, batch_size: int, max_samples: int | None, see
             raise ValueError(f"data=(x, labels) has {x.shape[0]} samples but {y.numel()} labels")
     idx = _subset(x.shape[0], max_samples, seed)
 
+    whole = idx.numel() == x.shape[0]  # no subset: slice (views, no copy)
+
     def gen():
         for s in range(0, idx.numel(), batch_size):
             i = idx[s:s + batch_size]
-            yield x[i], (None if y is None else y[i]), i
+            sl = slice(s, s + batch_size) if whole else i
+            yield x[sl], (None if y is None else y[sl]), i
 
     return _Source(gen(), idx.numel(), True)
 
