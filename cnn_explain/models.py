@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["cifar10_cnn", "mnist_cnn", "tiny_vgg", "random_texture_net", "RandomTextureNet"]
@@ -71,45 +72,100 @@ def tiny_vgg(num_classes: int = 10, in_channels: int = 3, width: int = 8) -> nn.
     return _TinyVGG(in_channels, num_classes, width)
 
 
-class RandomTextureNet(nn.Module):
-    """Multi-scale random-filter feature extractor for texture/style synthesis.
+class _BlurPool(nn.Module):
+    """Halve the resolution with a separable binomial ``[1, 3, 3, 1] / 8`` filter, stride 2, reflect padding.
 
-    Parallel single conv layers with kernel sizes ``scales`` (each followed by
-    ReLU), named ``conv{k}``, applied at full resolution; a fixed seed makes the
-    filters reproducible. Output: the concatenation of all scales' maps,
-    ``(N, sum(channels), H, W)``. Style and content layers are ``"conv3"``,
-    ``"conv5"``, ...; the ReLUs are ``"relu3"``, ...
+    Smoother than 2×2 average pooling, whose blocky gradients print a grid on
+    optimized images.
     """
 
-    def __init__(self, scales: tuple[int, ...] = (3, 5, 7, 11), channels: int = 128, seed: int = 0) -> None:
+    def __init__(self, channels: int = 3) -> None:
         super().__init__()
+        k = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
+        self.register_buffer("weight", (k[:, None] * k[None, :]).expand(channels, 1, 4, 4).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mode = "reflect" if min(x.shape[-2:]) > 1 else "replicate"
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode=mode), self.weight, stride=2, groups=x.shape[1])
+
+
+class RandomTextureNet(nn.Module):
+    """Multi-scale network of random filters for texture and style synthesis (no training, no download).
+
+    Random single-layer networks with filters of many sizes synthesize natural
+    textures nearly as well as a trained VGG (Ustyuzhaninov, Brendel, Gatys &
+    Bethge, "What does it take to generate natural textures?", ICLR 2017).
+    Large filters are costly at full resolution, so this network builds an image
+    pyramid instead: level ``l`` is the input blurred and subsampled ``l`` times
+    (binomial filter, stride 2), i.e. reduced by ``f = 2**l``, and
+    on every level each kernel size ``k`` in ``kernels`` gives a ``k×k`` conv
+    (``channels`` random filters; reflect padding to keep the size, replicate
+    when the level is too small to reflect) and a ReLU named
+    ``s{f}_conv{k}`` / ``s{f}_relu{k}``. A ``k×k`` filter on level ``f`` sees
+    ``k·f`` input pixels, so the defaults cover 3 to 40 pixels at about a
+    quarter of the cost of full-resolution 3/5/7/11 filters.
+
+    Weights are drawn uniformly from ``±sqrt(3 / fan_in)`` (unit output variance
+    for unit-variance inputs) with a private generator seeded by ``seed``;
+    biases are zero; ``requires_grad`` is False. The maps are meant to be read
+    through hooks (:func:`cnn_explain.hooks.capture`); ``forward`` returns the
+    spatial mean of every map, ``(N, levels · len(kernels) · channels)``.
+
+    Attributes:
+        style_layers: every ``s{f}_relu{k}`` (the default style layers).
+        content_layers: ``["s2_relu5"]`` by default (a mid-scale layer; see ``content_layers``).
+
+    Example:
+        >>> net = RandomTextureNet()
+        >>> net.style_layers[:3]
+        ['s1_relu3', 's1_relu5', 's2_relu3']
+    """
+
+    def __init__(self, kernels: tuple[int, ...] = (3, 5), levels: int = 4, channels: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        if not kernels or any(int(k) != k or k < 1 or k % 2 == 0 for k in kernels):
+            raise ValueError(f"kernels must be odd positive ints, got {kernels!r}")
+        if levels < 1 or channels < 1:
+            raise ValueError(f"levels and channels must be >= 1, got {levels}, {channels}")
         g = torch.Generator().manual_seed(seed)
-        self.scales = tuple(scales)
-        for k in self.scales:
-            conv = nn.Conv2d(3, channels, k, padding=k // 2, padding_mode="reflect")
-            with torch.no_grad():
-                bound = (3.0 / (3 * k * k)) ** 0.5
-                conv.weight.uniform_(-bound, bound, generator=g)
-                conv.weight.sub_(conv.weight.mean(dim=(1, 2, 3), keepdim=True))  # zero-mean filters
-                conv.bias.zero_()
-            self.add_module(f"conv{k}", conv)
-            self.add_module(f"relu{k}", nn.ReLU())
+        self.kernels, self.levels, self.channels = tuple(int(k) for k in kernels), int(levels), int(channels)
+        self.pool = _BlurPool(3)
+        self.branches: list[tuple[int, str, str]] = []  # (level, conv name, relu name)
+        for level in range(self.levels):
+            f = 2 ** level
+            for k in self.kernels:
+                conv = nn.Conv2d(3, channels, k)  # padded in forward: reflect, or replicate if too small
+                with torch.no_grad():
+                    bound = (3.0 / (3 * k * k)) ** 0.5
+                    conv.weight.uniform_(-bound, bound, generator=g)
+                    conv.bias.zero_()
+                self.add_module(f"s{f}_conv{k}", conv)
+                self.add_module(f"s{f}_relu{k}", nn.ReLU())
+                self.branches.append((level, f"s{f}_conv{k}", f"s{f}_relu{k}"))
         for p in self.parameters():
             p.requires_grad_(False)
 
     @property
-    def content_layers(self) -> list[str]:
-        return [f"relu{self.scales[0]}"]
+    def style_layers(self) -> list[str]:
+        return [relu for _, _, relu in self.branches]
 
     @property
-    def style_layers(self) -> list[str]:
-        return [f"relu{k}" for k in self.scales]
+    def content_layers(self) -> list[str]:
+        level = min(1, self.levels - 1)
+        return [[relu for lev, _, relu in self.branches if lev == level][-1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [getattr(self, f"relu{k}")(getattr(self, f"conv{k}")(x)) for k in self.scales]
-        return torch.cat(outs, dim=1)
+        means, level, image = [], 0, x
+        for lev, conv, relu in self.branches:
+            while level < lev:
+                image, level = self.pool(image), level + 1
+            pad = getattr(self, conv).kernel_size[0] // 2
+            mode = "reflect" if min(image.shape[-2:]) > pad else "replicate"
+            padded = F.pad(image, (pad, pad, pad, pad), mode=mode) if pad else image
+            means.append(getattr(self, relu)(getattr(self, conv)(padded)).mean(dim=(2, 3)))
+        return torch.cat(means, dim=1)
 
 
-def random_texture_net(scales: tuple[int, ...] = (3, 5, 7, 11), channels: int = 128, seed: int = 0) -> RandomTextureNet:
-    """Build a :class:`RandomTextureNet` in eval mode (no downloaded weights needed)."""
-    return RandomTextureNet(scales, channels, seed).eval()
+def random_texture_net(kernels: tuple[int, ...] = (3, 5), levels: int = 4, channels: int = 64, seed: int = 0) -> RandomTextureNet:
+    """Build a :class:`RandomTextureNet` in eval mode (random filters, nothing downloaded)."""
+    return RandomTextureNet(kernels, levels, channels, seed).eval()

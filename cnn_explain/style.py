@@ -1,0 +1,318 @@
+"""Neural style transfer with Gram matrices, on any CNN (Gatys, Ecker & Bethge, CVPR 2016).
+
+Seed 002 explains it: as a CNN gets deeper its feature maps keep an image's
+*content* and lose its texture; the correlations between the feature maps of a
+layer — the Gram matrix :func:`gram_matrix` — keep its *style*. Starting from the
+content image (or noise), :func:`transfer` optimizes the pixels so that
+
+    ``L = α·L_content + β·Σ_l w_l L_style,l + γ·L_tv``
+
+is small: the content loss compares one layer's maps with the content image's,
+the style loss compares Gram matrices of several layers with the style image's
+(:mod:`cnn_explain.style_losses`). Only the image changes; the network is fixed.
+
+Any CNN works: layers are read through :func:`cnn_explain.hooks.capture` by
+name. Without a model, :func:`cnn_explain.models.random_texture_net` — random
+multi-scale filters, which are known to synthesize natural textures
+(Ustyuzhaninov et al., "What does it take to generate natural textures?",
+ICLR 2017) — is used, so nothing is downloaded.
+
+Example:
+    >>> from cnn_explain.style import transfer
+    >>> res = transfer("photo.jpg", "painting.jpg", size=128, steps=50)   # doctest: +SKIP
+    >>> res.image.shape, res.history[-1]["total"]                       # doctest: +SKIP
+    (torch.Size([3, 128, 128]), 0.41...)
+
+With VGG-19 weights of your own (layer names of ``torchvision.models.vgg19``;
+the model expects ImageNet-normalized inputs)::
+
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    res = transfer(content, style, model=vgg19,
+                   content_layers="features.22",                      # relu4_2
+                   style_layers=["features.1", "features.6", "features.11", "features.20", "features.29"],
+                   transform=lambda x: (x - mean) / std)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._utils import model_device, positive_int, progress_bar
+from .hooks import capture, preserved, resolve_layers
+from .style_images import Size, fit, load_rgb, warn_if_sizes_differ, working_size
+from .style_losses import Objective, content_loss, gram_matrix, style_loss, total_variation
+
+__all__ = ["transfer", "StyleResult", "gram_matrix", "content_loss", "style_loss", "total_variation",
+           "Objective", "layer_features", "cli_style"]
+
+DEFAULTS = {"content_weight": 1.0, "style_weight": 10.0, "tv_weight": 1.0, "steps": 50, "lr": {"lbfgs": 1.0, "adam": 0.02}}
+
+
+@dataclass(frozen=True)
+class StyleResult:
+    """What :func:`transfer` made.
+
+    Attributes:
+        image: ``(3, H, W)`` CPU tensor in ``[0, 1]``, the stylized image.
+        history: one dict per optimizer step with the loss at the image that step
+            started from: ``"total"`` (weighted sum) and the unweighted,
+            normalized ``"content"``, ``"style"`` and ``"tv"`` terms.
+        settings: the arguments that made it (layer names, weights, steps, ...).
+        seconds: wall time of the optimization.
+        evaluations: loss-and-gradient evaluations (L-BFGS's line search may
+            take more than one per step; Adam takes exactly one).
+        content: ``(3, H, W)`` the content image as used (resized, RGB).
+        style: ``(3, H, W)`` the style image as used.
+    """
+
+    image: torch.Tensor
+    history: list[dict[str, float]]
+    settings: dict[str, Any]
+    seconds: float
+    evaluations: int = 0
+    content: torch.Tensor = field(repr=False, default=None)
+    style: torch.Tensor = field(repr=False, default=None)
+
+
+def transfer(
+    content: Any,
+    style: Any,
+    *,
+    model: nn.Module | None = None,
+    content_layers: str | Sequence[str] | None = None,
+    style_layers: str | Sequence[str] | None = None,
+    style_weights: Mapping[str, float] | Sequence[float] | None = None,
+    content_weight: float = DEFAULTS["content_weight"],
+    style_weight: float = DEFAULTS["style_weight"],
+    tv_weight: float = DEFAULTS["tv_weight"],
+    steps: int = DEFAULTS["steps"],
+    optimizer: str = "lbfgs",
+    lr: float | None = None,
+    size: Size = 256,
+    init: str = "content",
+    seed: int = 0,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = True,
+) -> StyleResult:
+    """Paint ``content`` in the style of ``style`` by optimizing the image's pixels.
+
+    Minimizes ``content_weight·L_content + style_weight·L_style + tv_weight·L_tv``
+    (see :func:`content_loss`, :func:`style_loss`, :func:`total_variation`) over
+    the image's pixels, with ``torch.autograd.grad`` with respect to the image
+    only. As in Gatys et al. the pixels are free during the optimization
+    (clamping inside the loop breaks L-BFGS's curvature estimates and makes it
+    diverge); the result is clamped to ``[0, 1]``.
+
+    Args:
+        content: the content image: a ``(3, H, W)`` / ``(1, 3, H, W)`` tensor in
+            ``[0, 1]``, a PIL image, an ``(H, W[, C])`` array or a file path.
+            Grayscale is repeated to RGB, RGBA loses its alpha channel.
+        style: the style image, same forms.
+        model: any CNN; default :func:`cnn_explain.models.random_texture_net`.
+        content_layers: layer name(s) whose maps must match the content image
+            (default for the random net: ``"relu3"``). Required for other models.
+        style_layers: layer names whose Gram matrices must match the style image
+            (default for the random net: every ``"relu{k}"``). Required for other models.
+        style_weights: per-style-layer weights (mapping or sequence); default equal, summing to 1.
+        content_weight, style_weight, tv_weight: ``α``, ``β``, ``γ`` above.
+        steps: optimizer steps; one step is one evaluation of the loss and its gradient.
+        optimizer: ``"lbfgs"`` (``torch.optim.LBFGS``, one iteration per step)
+            or ``"adam"``.
+        lr: learning rate; default 1.0 for L-BFGS, 0.02 for Adam.
+        size: working size: an int ``s`` gives ``s×s`` (each image is
+            centre-cropped to a square, then resized), ``(H, W)`` gives that
+            size, ``None`` keeps the content image's size. Content and style
+            images of different sizes are both resized (with a ``UserWarning``).
+        init: start from the ``"content"`` image or from uniform ``"noise"``.
+        seed: seed of the noise initialization (a private ``torch.Generator``;
+            the global random state is not touched).
+        transform: applied to the ``[0, 1]`` image batch before the model, e.g.
+            ImageNet normalization for a pretrained VGG.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`StyleResult`; ``len(result.history) == steps``.
+
+    Raises:
+        ValueError: unknown layer names (close names are suggested), a path
+            that does not open, bad sizes, weights, steps or option names.
+        TypeError: inputs of the wrong type.
+    """
+    cfg = _settings(model, content_layers, style_layers, style_weights, content_weight, style_weight,
+                    tv_weight, steps, optimizer, lr, size, init, seed)
+    model = cfg.pop("model")
+    c_img, s_img = load_rgb(content, "content"), load_rgb(style, "style")
+    hw = working_size(size, c_img)
+    warn_if_sizes_differ(c_img, s_img, hw)
+    c_img, s_img = fit(c_img, hw), fit(s_img, hw)
+    device = model_device(model)
+    pre = transform if transform is not None else (lambda x: x)
+    layers = list(dict.fromkeys(cfg["content_layers"] + cfg["style_layers"]))
+    with preserved(model, eval=True, freeze=True, rng=True), torch.enable_grad():
+        forward = _Forward(model, layers, pre)
+        c_maps = _maps(forward, c_img.to(device), cfg["content_layers"])
+        s_maps = _maps(forward, s_img.to(device), cfg["style_layers"])
+        objective = (cfg["content_weight"] * content_loss(c_maps)
+                     + cfg["style_weight"] * style_loss(s_maps, cfg["style_weights"])
+                     + cfg["tv_weight"] * total_variation())
+        del c_maps, s_maps
+        start = time.perf_counter()
+        image, history, evaluations = _optimize(forward, objective, _init(c_img, init, seed).to(device), cfg, progress)
+        seconds = time.perf_counter() - start
+    cfg["size"] = hw
+    return StyleResult(image[0].detach().cpu(), history, cfg, seconds, evaluations, c_img[0], s_img[0])
+
+
+def _no_copy(t: torch.Tensor) -> torch.Tensor:
+    """capture(reduce=...) that stores nothing: only the graph-attached outputs are used."""
+    return t.new_empty(0)
+
+
+class _Forward:
+    """``forward(image) -> {layer: graph-attached maps}``: one capture session per forward pass.
+
+    (A fresh session each time: a session numbers repeated calls ``name#1``... across
+    forwards, and registering a handful of hooks costs microseconds.)
+    """
+
+    def __init__(self, model: nn.Module, layers: list[str], pre: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.model, self.layers, self.pre = model, layers, pre
+
+    def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        with capture(self.model, self.layers, grads=True, reduce=_no_copy) as rec:
+            self.model(self.pre(image))
+        return {name: rec.live(name) for name in self.layers if name in rec}
+
+
+def _maps(forward: _Forward, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """Feature maps of a fixed image (the targets), detached."""
+    image = image.clone().requires_grad_(True)  # capture(grads=True) keeps only graph-attached outputs
+    feats = forward(image)
+    missing = [n for n in names if n not in feats]
+    if missing:
+        raise ValueError(f"layers {missing} did not produce a tensor that depends on the image during the forward pass")
+    for n in names:
+        if feats[n].dim() != 4:
+            raise ValueError(f"layer {n!r} outputs shape {tuple(feats[n].shape)}; style transfer needs (N, C, H, W) maps")
+    return {n: feats[n].detach() for n in names}
+
+
+def _init(content: torch.Tensor, init: str, seed: int) -> torch.Tensor:
+    if init == "content":
+        return content.clone()
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(content.shape, generator=g)
+
+
+def _optimize(forward: _Forward, objective: Objective, image: torch.Tensor, cfg: dict, progress: bool):
+    """Run ``cfg["steps"]`` optimizer steps; returns (image, history, number of loss evaluations)."""
+    image = image.detach().clone().requires_grad_(True)
+    if cfg["optimizer"] == "lbfgs":
+        opt = torch.optim.LBFGS([image], lr=cfg["lr"], max_iter=1, history_size=20)
+    else:
+        opt = torch.optim.Adam([image], lr=cfg["lr"])
+    evals: list[dict[str, float]] = []
+
+    def closure() -> torch.Tensor:
+        total, parts = objective.terms(forward(image), image)
+        (grad,) = torch.autograd.grad(total, image)
+        image.grad = grad  # our own tensor: nothing of the user's accumulates
+        evals.append({"total": float(total.detach()), **parts})
+        return total.detach()
+
+    history: list[dict[str, float]] = []
+    bar = progress_bar(range(cfg["steps"]), enabled=progress, desc="style transfer", unit="step")
+    for _ in bar:
+        first = len(evals)
+        opt.step(closure)
+        history.append(evals[first])  # the loss where this step started
+        if progress:
+            bar.set_postfix(loss=f"{history[-1]['total']:.4g}", refresh=False)
+    image.grad = None
+    return image.detach().clamp(0, 1), history, len(evals)
+
+
+def _settings(model, content_layers, style_layers, style_weights, content_weight, style_weight,
+              tv_weight, steps, optimizer, lr, size, init, seed) -> dict[str, Any]:
+    from .models import RandomTextureNet, random_texture_net
+
+    if model is None:
+        model = random_texture_net()
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
+    default_c, default_s = _default_layers(model, RandomTextureNet)
+    c_names = _layer_names(model, content_layers, default_c, "content_layers")
+    s_names = _layer_names(model, style_layers, default_s, "style_layers")
+    if optimizer not in ("lbfgs", "adam"):
+        raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
+    if init not in ("content", "noise"):
+        raise ValueError(f"init must be 'content' or 'noise', got {init!r}")
+    weights = {name: _nonneg(v, name) for name, v in
+               (("content_weight", content_weight), ("style_weight", style_weight), ("tv_weight", tv_weight))}
+    lr = DEFAULTS["lr"][optimizer] if lr is None else _nonneg(lr, "lr")
+    if lr == 0:
+        raise ValueError("lr must be > 0")
+    from .style_losses import _layer_weights
+
+    return {
+        "model": model, "model_name": type(model).__name__, "content_layers": c_names, "style_layers": s_names,
+        "style_weights": _layer_weights(s_names, style_weights, "style_weights"), **weights,
+        "steps": positive_int(steps, "steps"), "optimizer": optimizer, "lr": lr, "size": size, "init": init,
+        "seed": positive_int(seed, "seed", minimum=0),
+    }
+
+
+def _default_layers(model: nn.Module, texture_cls: type) -> tuple[list[str] | None, list[str] | None]:
+    if isinstance(model, texture_cls):
+        return model.content_layers, model.style_layers
+    return None, None
+
+
+def _layer_names(model: nn.Module, spec, default: list[str] | None, argname: str) -> list[str]:
+    if spec is None:
+        if default is None:
+            sample = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ReLU))][:8]
+            raise ValueError(
+                f"{argname} is required for a model other than random_texture_net(): name its layers, "
+                f"e.g. {sample} (for VGG-19: content 'features.22', style 'features.1', 'features.6', ...)"
+            )
+        spec = default
+    return list(resolve_layers(model, spec, argname=argname))
+
+
+def _nonneg(value: Any, argname: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{argname} must be a number, got {type(value).__name__}")
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{argname} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def layer_features(model: nn.Module, image: Any, layers: str | Sequence[str], *,
+                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Feature maps ``{name: (1, C, H, W)}`` of one image (any accepted form) at the given layers.
+
+    Handy to compare Gram matrices before and after a transfer:
+    ``gram_matrix(layer_features(net, res.image, "relu5")["relu5"])``.
+    """
+    names = list(resolve_layers(model, layers, argname="layers"))
+    x = load_rgb(image, "image").to(model_device(model))
+    pre = transform if transform is not None else (lambda t: t)
+    with preserved(model, eval=True, freeze=True, rng=True), torch.no_grad():
+        with capture(model, names) as rec:
+            model(pre(x))
+        return {n: rec[n].cpu() for n in names}
+
+
+def cli_style(argv: Sequence[str] | None = None) -> int:
+    """``cnn-explain style --content A --style B --out C.png [--steps N --size S ...]``; returns 0."""
+    from .style_cli import main
+
+    return main(argv)
