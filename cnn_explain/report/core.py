@@ -237,8 +237,9 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
         :class:`ReportResult` with ``.path`` (index.html), ``.manifest`` and ``.figures``.
 
     Raises:
-        TypeError: unknown setting. ValueError: bad images, settings, sections or ``out``.
-        Any error of a capability propagates, and nothing is left at ``out``.
+        TypeError: an unknown setting.
+        ValueError: bad images, names, settings, sections or ``out``. Any error of a
+            capability propagates too, and nothing new is left at ``out``.
 
     Example:
         >>> ex = explain(model, class_names=names)            # doctest: +SKIP
