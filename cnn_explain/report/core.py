@@ -245,8 +245,7 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
         >>> ex = explain(model, class_names=names)            # doctest: +SKIP
         >>> ex.report(["cat.png", "dog.png"], out="report")  # doctest: +SKIP
     """
-    from .._utils import progress_bar
-    from .sections import SECTIONS, select_sections
+    from .sections import select_sections
 
     opts = ReportSettings.from_options(settings)
     chosen = select_sections(sections)
@@ -257,22 +256,7 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         ctx = ReportContext(explainer, batch, names, data, opts, tmp, progress=progress)
-        rendered, status = [], []
-        for key in progress_bar(chosen, enabled=progress, desc="report", unit="section"):
-            title, builder = SECTIONS[key]
-            ctx.section, start = key, time.perf_counter()
-            try:
-                body, info = builder(ctx), None
-                if isinstance(body, tuple):
-                    body, info = body
-                entry = {"included": True, "reason": None, "info": info or {}}
-            except (Skip, ImportError) as why:
-                reason = _skip_reason(why)
-                body = skipped_html(reason)
-                entry = {"included": False, "reason": reason, "info": {}}
-            status.append({"key": key, "title": title, **entry,
-                           "seconds": round(time.perf_counter() - start, 3)})
-            rendered.append((key, title, body))
+        rendered, status = _build_sections(ctx, chosen)
         manifest = _manifest(ctx, status)
         meta = (f"{type(explainer.model).__name__} · {len(names)} image(s) · "
                 f"{time.strftime('%Y-%m-%d %H:%M')} · cnn_explain {manifest['version']}")
@@ -284,6 +268,29 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ReportResult(out / "index.html", manifest, list(ctx.figures))
+
+
+def _build_sections(ctx: ReportContext, chosen: list[str]) -> tuple[list[tuple[str, str, str]], list[dict]]:
+    """Run each section's builder: ``(key, title, body html)`` for the page, a status entry for the manifest."""
+    from .._utils import progress_bar
+    from .sections import SECTIONS
+
+    rendered, status = [], []
+    for key in progress_bar(chosen, enabled=ctx.progress, desc="report", unit="section"):
+        title, builder = SECTIONS[key]
+        ctx.section, start = key, time.perf_counter()
+        try:
+            body, info = builder(ctx), None
+            if isinstance(body, tuple):
+                body, info = body
+            entry = {"included": True, "reason": None, "info": info or {}}
+        except (Skip, ImportError) as why:
+            reason = _skip_reason(why)
+            body = skipped_html(reason)
+            entry = {"included": False, "reason": reason, "info": {}}
+        status.append({"key": key, "title": title, **entry, "seconds": round(time.perf_counter() - start, 3)})
+        rendered.append((key, title, body))
+    return rendered, status
 
 
 def _skip_reason(why: Exception) -> str:
