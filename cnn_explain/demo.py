@@ -103,18 +103,9 @@ def run_demo(out: str | os.PathLike = "report", fast: bool = False, progress: bo
     result = write_report(
         ex, images, data=_subset(test, plan.embed_points), out=out, names=names, progress=progress,
         title=f"cnn_explain demo: mnist_cnn on the scikit-learn digits (test accuracy {accuracy:.1%})",
-        embed_methods=plan.embed_methods, embed_options=_tsne_options(), maximize_steps=plan.maximize_steps,
+        embed_methods=plan.embed_methods, maximize_steps=plan.maximize_steps,
         maximize_channels=plan.maximize_channels,
         occlusion_window=plan.occlusion_window, occlusion_stride=plan.occlusion_stride, style=style,
     )
     say(f"done in {time.perf_counter() - t0:.0f} s")
     return result.path
-
-
-def _tsne_options() -> dict[str, Any]:
-    """openTSNE's Barnes-Hut gradients: for a few hundred points they are ~10× faster than its FFT default."""
-    import importlib.util
-
-    if importlib.util.find_spec("openTSNE") is None:
-        return {}
-    return {"tsne": {"backend": "opentsne", "negative_gradient_method": "bh"}}
