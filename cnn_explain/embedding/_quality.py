@@ -19,8 +19,7 @@ def trustworthiness(features: Any, coords: Any, n_neighbors: int = QUALITY_NEIGH
                     max_samples: int = TRUST_SAMPLES, seed: int = 0) -> float:
     """Trustworthiness of a projection (Venna & Kaski 2001), on a fixed subsample.
 
-    .. math::
-        T(k) = 1 - \\frac{2}{n k (2n - 3k - 1)} \\sum_i \\sum_{j \\in U_i^k} (r(i, j) - k)
+    ``T(k) = 1 - 2 / (n k (2n - 3k - 1)) · Σ_i Σ_{j ∈ U_i^k} (r(i, j) - k)``
 
     where ``U_i^k`` are the points among ``i``'s ``k`` nearest neighbours in the
     map but not in the feature space and ``r(i, j)`` is ``j``'s rank among

@@ -7,9 +7,12 @@ Each function takes an :class:`~cnn_explain.embedding.Embedding` (or a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from ._base import blank_figure, new_figure, to_image
 
@@ -69,7 +72,7 @@ def _title(result: Any) -> str:
 
 def scatter_embedding(result: Any, ax: Any = None, *, thumbnails: Any = None, n_thumbnails: int = 40,
                       mark_errors: bool = True, thumbnail_size: float = 16.0, thumbnail_cmap: str = "gray_r",
-                      point_size: float = 12.0, seed: int = 0):
+                      point_size: float = 12.0, seed: int = 0) -> Figure:
     """Scatter the map coloured by true class, misclassified samples marked with a black ×.
 
     A 3-D embedding is drawn by :func:`scatter_embedding_3d`. With
@@ -112,7 +115,8 @@ def scatter_embedding(result: Any, ax: Any = None, *, thumbnails: Any = None, n_
     return fig
 
 
-def scatter_embedding_3d(result: Any, ax: Any = None, *, mark_errors: bool = True, point_size: float = 10.0):
+def scatter_embedding_3d(result: Any, ax: Any = None, *, mark_errors: bool = True,
+                         point_size: float = 10.0) -> Figure:
     """3-D scatter of a 3-component embedding (``mpl_toolkits.mplot3d``), coloured by class.
 
     Args:
@@ -206,7 +210,7 @@ def _draw_thumbnails(ax, result, coords, images, n, size, cmap, seed) -> None:
         ax.add_artist(ab)
 
 
-def explained_variance_figure(result: Any, ax: Any = None, *, n: int | None = None):
+def explained_variance_figure(result: Any, ax: Any = None, *, n: int | None = None) -> Figure:
     """PCA's explained variance: one bar per component and the cumulative curve.
 
     The ratio of component ``i`` is ``λ_i / Σ_j λ_j`` (``λ`` the eigenvalues of
