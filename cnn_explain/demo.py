@@ -43,9 +43,9 @@ class DemoPlan:
 def demo_plan(fast: bool = False) -> DemoPlan:
     """The settings of the full demo, or of ``--fast``."""
     if fast:
-        return DemoPlan(n_images=2, embed_methods=("pca", "tsne"), embed_points=120, maximize_steps=16,
+        return DemoPlan(n_images=2, embed_methods=("pca", "tsne"), embed_points=120, maximize_steps=8,
                         maximize_channels=4, occlusion_window=8, occlusion_stride=4, style_size=32, style_steps=8)
-    return DemoPlan(n_images=4, embed_methods=("pca", "tsne", "umap"), embed_points=None, maximize_steps=96,
+    return DemoPlan(n_images=4, embed_methods=("pca", "tsne", "umap"), embed_points=None, maximize_steps=64,
                     maximize_channels=8, occlusion_window=6, occlusion_stride=2, style_size=96, style_steps=30)
 
 
