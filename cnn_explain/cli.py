@@ -24,7 +24,6 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 __all__ = ["main", "command", "COMMANDS", "build_parser", "load_model"]
 
@@ -183,7 +182,7 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
 # --------------------------------------------------------------------------- demo
 def _configure_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=None, help="write the HTML report to this folder")
+    p.add_argument("--out", default="report", help="folder of the HTML report (default: report)")
     p.add_argument("--fast", action="store_true", help="smallest settings (for tests and quick looks)")
     p.add_argument("--cache-dir", default=None, help="where the trained digits CNN is cached "
                    "(default: $CNN_EXPLAIN_CACHE or ~/.cache/cnn_explain)")
@@ -202,22 +201,11 @@ def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     acc = evaluate(model, load_digits("test"))
     print(summary)
     print(f"\nTest accuracy on scikit-learn's digits (450 images): {acc:.2%}")
-    if args.out:
-        print(f"wrote {_write_demo(args, summary, acc)}")
+    from .demo import run_demo
+
+    path = run_demo(out=args.out, fast=args.fast, progress=not args.quiet, cache_dir=args.cache_dir)
+    print(f"wrote {path}")
     return 0
-
-
-def _write_demo(args: argparse.Namespace, summary, acc: float) -> Path:
-    """The full HTML report (:func:`cnn_explain.demo.run_demo`) if available, else the summary alone."""
-    try:
-        from .demo import run_demo
-    except ImportError:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.html").write_text(summary._repr_html_(), encoding="utf-8")
-        (out / "summary.txt").write_text(f"{summary}\n\nTest accuracy: {acc:.2%}\n", encoding="utf-8")
-        return out / "summary.txt"
-    return run_demo(out=args.out, fast=args.fast, progress=not args.quiet, cache_dir=args.cache_dir)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -93,35 +93,22 @@ def test_train_writes_checkpoint(tmp_path, capsys, monkeypatch):
                      "--input-shape", "1,28,28"]) == 0
 
 
-def test_demo_prints_summary_and_accuracy(tmp_path, capsys, monkeypatch):
+def test_demo_prints_summary_accuracy_and_writes_report(tmp_path, capsys, monkeypatch):
+    """Wiring only: the full demo report is tested in test_demo.py."""
+    import cnn_explain.demo as demo
     import cnn_explain.train as train
 
-    def quick(**kw):
-        torch.manual_seed(0)
-        return mnist_cnn().eval()
-
-    monkeypatch.setattr(train, "pretrained_digits_cnn", quick)  # the real one is tested in test_train
+    model = mnist_cnn().eval()
+    monkeypatch.setattr(train, "pretrained_digits_cnn", lambda **kw: model)  # the real one: test_train
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: calls.append(kw) or tmp_path / "r" / "index.html")
+    monkeypatch.chdir(tmp_path)
     assert cli.main(["demo", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "(3×3×1+1)×32 = 320" in out and "Test accuracy" in out
-
-
-def test_demo_out_writes_the_report(tmp_path, capsys, monkeypatch):
-    import cnn_explain.train as train
-
-    monkeypatch.setattr(train, "pretrained_digits_cnn", lambda **kw: mnist_cnn().eval())
-    calls = []
-    try:
-        import cnn_explain.demo as demo
-    except ImportError:
-        demo = None
-    if demo is not None:  # the full report is tested with the demo module; here only the wiring
-        monkeypatch.setattr(demo, "run_demo", lambda **kw: calls.append(kw) or tmp_path / "r" / "index.html")
+    assert "(3×3×1+1)×32 = 320" in out and "Test accuracy" in out and "index.html" in out
+    assert calls == [dict(out="report", fast=False, progress=False, cache_dir=None)]
     assert cli.main(["demo", "--out", str(tmp_path / "r"), "--fast", "--quiet"]) == 0
-    if demo is not None:
-        assert calls == [dict(out=str(tmp_path / "r"), fast=True, progress=False, cache_dir=None)]
-    else:
-        assert (tmp_path / "r" / "summary.txt").is_file()
+    assert calls[-1] == dict(out=str(tmp_path / "r"), fast=True, progress=False, cache_dir=None)
 
 
 def test_capability_subcommands_are_listed(capsys):
