@@ -3,8 +3,7 @@
 The plain loop is what one writes by hand for the same network: an explicit
 forward through the same branches of :func:`cnn_explain.models.random_texture_net`
 (no hooks), the same normalized content / Gram / total-variation losses and
-weights, ``torch.optim.LBFGS(max_iter=1)``, ``loss.backward()`` and a clamp after
-each step. Both start from the content image, so their loss histories must agree
+weights, ``torch.optim.LBFGS(max_iter=1)`` and ``loss.backward()``. Both start from the content image, so their loss histories must agree
 (printed as a check). Runs alternate (ours, plain, ours, plain, ...) and the best
 run of each is kept, which damps the noise of a shared CPU.
 
@@ -60,7 +59,7 @@ def plain_gatys(net, content: torch.Tensor, style: torch.Tensor, steps: int) -> 
     c_norm = c_target.square().sum()
     s_norms = {n: g.square().sum() for n, g in s_grams.items()}
     img = content.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([img], lr=DEFAULTS["lr"]["lbfgs"], max_iter=1, history_size=50)
+    opt = torch.optim.LBFGS([img], lr=DEFAULTS["lr"]["lbfgs"], max_iter=1, history_size=20)
     losses: list[float] = []
 
     def closure():
@@ -71,14 +70,13 @@ def plain_gatys(net, content: torch.Tensor, style: torch.Tensor, steps: int) -> 
         tv = (img[:, :, 1:] - img[:, :, :-1]).square().mean() + (img[..., 1:] - img[..., :-1]).square().mean()
         loss = DEFAULTS["content_weight"] * c_loss + DEFAULTS["style_weight"] * s_loss + DEFAULTS["tv_weight"] * tv
         loss.backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         return loss
 
     start = time.perf_counter()
     for _ in range(steps):
         opt.step(closure)
-        with torch.no_grad():
-            img.clamp_(0, 1)
+    img.detach().clamp_(0, 1)  # free pixels during the loop, clamped result (as Gatys et al.)
     return time.perf_counter() - start, losses
 
 

@@ -52,7 +52,7 @@ from .style_losses import Objective, content_loss, gram_matrix, style_loss, tota
 __all__ = ["transfer", "StyleResult", "gram_matrix", "content_loss", "style_loss", "total_variation",
            "Objective", "layer_features", "cli_style"]
 
-DEFAULTS = {"content_weight": 1.0, "style_weight": 10.0, "tv_weight": 1.0, "steps": 50, "lr": {"lbfgs": 1.0, "adam": 0.02}}
+DEFAULTS = {"content_weight": 1.0, "style_weight": 10.0, "tv_weight": 1.0, "steps": 30, "lr": {"lbfgs": 1.0, "adam": 0.02}}
 
 
 @dataclass(frozen=True)

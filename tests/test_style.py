@@ -117,6 +117,7 @@ def test_style_weights_checked():
 
 
 # --------------------------------------------------------------------------- transfer
+@pytest.mark.slow
 def test_content_and_style_losses_fall_from_noise(pair, net):
     res = transfer(*pair, model=net, init="noise", style_weight=1.0, steps=15, size=SIZE, progress=False)
     assert isinstance(res, StyleResult) and res.image.shape == (3, SIZE, SIZE)
@@ -128,6 +129,7 @@ def test_content_and_style_losses_fall_from_noise(pair, net):
     assert last["total"] < 0.5 * first["total"]
 
 
+@pytest.mark.slow
 def test_lbfgs_runs_every_requested_step(pair, net):
     """Normalized losses: L-BFGS does not stop on its tolerances; the image moves at every step."""
     steps = 12
@@ -140,6 +142,7 @@ def test_lbfgs_runs_every_requested_step(pair, net):
     assert res.settings["steps"] == steps and res.settings["optimizer"] == "lbfgs"
 
 
+@pytest.mark.slow
 def test_style_only_moves_grams_toward_style(pair, net):
     content, style = pair
     res = transfer(content, style, model=net, content_weight=0.0, tv_weight=0.0, steps=20, size=SIZE, progress=False)
@@ -282,6 +285,7 @@ def test_style_figure_shows_result_and_history(pair, net):
         style_figure("not a result")
 
 
+@pytest.mark.slow
 def test_example_runs_with_tiny_settings(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("style_example", ROOT / "examples" / "style_transfer.py")
     mod = importlib.util.module_from_spec(spec)
