@@ -198,35 +198,15 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _style_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--content", default="china", help="content image file or a sample photo name")
-    p.add_argument("--style", default="flower", help="style image file or a sample photo name")
-    p.add_argument("--size", type=pos_int, default=128)
-    p.add_argument("--steps", type=pos_int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    out_arg(p, "style.png")
+    from .style_cli import add_arguments
 
-
-def _style_image(name: str):
-    from pathlib import Path
-
-    if Path(name).is_file():
-        return name
-    from .data import sample_image
-
-    try:
-        return sample_image(name)
-    except ValueError:
-        raise UsageError(f"{name!r} is neither an image file nor a sample image (china, flower, grace_hopper)") from None
+    add_arguments(p)
 
 
 def run_style(args: argparse.Namespace) -> int:
-    from .plotting import style_figure
-    from .style import transfer
+    from .style_cli import run
 
-    res = transfer(_style_image(args.content), _style_image(args.style), size=args.size, steps=args.steps,
-                   seed=args.seed, progress=not args.quiet)
-    save_figure(style_figure(res), args.out)
-    return 0
+    return run(args)
 
 
 # --------------------------------------------------------------------------- registry
@@ -241,7 +221,8 @@ COMMANDS: dict[str, Command] = {
     "maximize": ("Images that maximize channels of a layer.", _maximize_args, run_maximize),
     "arithmetic": ("The worked computation of one output value.", _arithmetic_args, run_arithmetic),
     "embed": ("PCA / t-SNE / UMAP map of a layer's features.", _embed_args, run_embed),
-    "style": ("Gram-matrix style transfer with a random-filter network.", _style_args, run_style),
+    "style": ("Gram-matrix style transfer with a random-filter network; writes the stylized PNG.",
+              _style_args, run_style),
 }
 
 

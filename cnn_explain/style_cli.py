@@ -16,17 +16,23 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["build_parser", "main", "sample_photo", "save_png"]
+__all__ = ["add_arguments", "build_parser", "main", "run", "save_png"]
 
-SAMPLES = ("china.jpg", "flower.jpg")
+SAMPLES = ("china", "flower", "grace_hopper")
+DESCRIPTION = "Gram-matrix style transfer (Gatys et al. 2016) with a random multi-scale network: nothing is downloaded."
 
 
 def build_parser(prog: str = "cnn-explain style") -> argparse.ArgumentParser:
     """The argument parser (also used by ``examples/style_transfer.py``)."""
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the style-transfer options to ``p`` (shared by ``cnn-explain style`` and the example)."""
     from .style import DEFAULTS
 
-    p = argparse.ArgumentParser(prog=prog, description="Gram-matrix style transfer (Gatys et al. 2016) "
-                                "with a random multi-scale network: nothing is downloaded.")
     p.add_argument("--content", default="china.jpg", help="content image file (default: scikit-learn's china.jpg)")
     p.add_argument("--style", default="flower.jpg", help="style image file (default: scikit-learn's flower.jpg)")
     p.add_argument("--out", default="style_transfer.png", help="where to write the stylized PNG")
@@ -39,27 +45,16 @@ def build_parser(prog: str = "cnn-explain style") -> argparse.ArgumentParser:
     p.add_argument("--content-weight", type=float, default=DEFAULTS["content_weight"])
     p.add_argument("--tv-weight", type=float, default=DEFAULTS["tv_weight"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def sample_photo(name: str) -> torch.Tensor:
-    """scikit-learn's sample photo ``name`` (``"china.jpg"`` or ``"flower.jpg"``) as ``(3, H, W)`` in [0, 1]."""
-    try:
-        from .data import sample_image
-    except ImportError:  # pragma: no cover - data.py is part of the library
-        sample_image = None
-    if sample_image is not None:
-        return sample_image(os.path.splitext(name)[0])
-    from sklearn.datasets import load_sample_image
-
-    return torch.from_numpy(load_sample_image(name).astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    if not any("--quiet" in a.option_strings for a in p._actions):
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _image_arg(value: str) -> Any:
-    name = value if value.endswith(".jpg") else value + ".jpg"
+    name = os.path.splitext(os.path.basename(value))[0]
     if not os.path.exists(value) and name in SAMPLES:
-        return sample_photo(name)
+        from .data import sample_image
+
+        return sample_image(name)
     return value  # transfer() opens it and names the argument if it fails
 
 
@@ -73,14 +68,20 @@ def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the transfer described by ``argv``; writes ``--out`` (and ``--figure``); returns 0."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the transfer described by parsed ``args``; writes ``--out`` (and ``--figure``); returns 0."""
     from .style import transfer
 
-    args = build_parser().parse_args(argv)
     res = transfer(
         _image_arg(args.content), _image_arg(args.style), steps=args.steps, size=args.size,
         optimizer=args.optimizer, init=args.init, style_weight=args.style_weight,
         content_weight=args.content_weight, tv_weight=args.tv_weight, seed=args.seed, progress=not args.quiet,
     )
+    if os.path.dirname(os.path.abspath(args.out)):
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_png(res.image, args.out)
     if args.figure:
         from .plotting.style import style_figure

@@ -86,8 +86,12 @@ def test_maximize_embed_style(files, tmp_path):
                  "--out", str(tmp_path / "e.png"), "--quiet"]) == 0
     _png(tmp_path / "e.png")
     assert _run(["style", "--content", paths[0], "--style", paths[1], "--size", "32", "--steps", "2",
-                 "--out", str(tmp_path / "s.png"), "--quiet"]) == 0
-    _png(tmp_path / "s.png")
+                 "--out", str(tmp_path / "sub" / "s.png"), "--figure", str(tmp_path / "f.png"), "--quiet"]) == 0
+    _png(tmp_path / "f.png")  # the side-by-side figure
+    from PIL import Image
+
+    styled = Image.open(tmp_path / "sub" / "s.png")  # the stylized image itself
+    assert styled.format == "PNG" and styled.size == (32, 32)
 
 
 @pytest.mark.slow
