@@ -15,9 +15,10 @@ position). To recompute a whole batch of positions with one batched op, the
 region is enlarged to a *box* of the same size for every position, placed at
 the region's corner and shifted inside the map at the borders.
 
-`read` gathers, for every position of a batch, a window of a feature map
-as it would be after occlusion: the changed patch where it lies, the cached
-clean map elsewhere, and a padding value outside the map.
+`read` cuts, for every position of a batch, a window of a feature map as it
+would be after occlusion: the changed patch where it lies, the cached clean map
+elsewhere, and a padding value outside the map (slices of a padded copy of the
+clean map, stacked; the patches pasted in by slice assignment).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["Region", "Box", "conv_range", "cap_range", "read", "materialize"]
 
@@ -115,13 +117,6 @@ def _flat_index(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int
     return flat.reshape(flat.shape[0], -1), ok.reshape(ok.shape[0], -1)
 
 
-def _gather(src: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-    """``src`` (B or 1, C, n) gathered at ``flat`` (B, m) -> (B, C, m)."""
-    b, m = flat.shape
-    c = src.shape[1]
-    return torch.gather(src.expand(b, c, src.shape[2]), 2, flat[:, None, :].expand(b, c, m))
-
-
 def read(
     cached: torch.Tensor,
     patch: torch.Tensor | None,
@@ -129,32 +124,52 @@ def read(
     start: tuple[torch.Tensor, torch.Tensor],
     size: tuple[int, int],
     pad: float = 0.0,
+    padded: dict | None = None,
 ) -> torch.Tensor:
     """Windows of the occluded map, one per position.
+
+    The windows are sliced out of a padded copy of ``cached`` (kept in
+    ``padded`` for the next call) and stacked; each position's patch is then
+    pasted in.
 
     Args:
         cached: ``(C, H, W)`` clean map.
         patch: ``(B, C, h, w)`` changed values inside ``box`` (None: nothing changed).
-        box: where each position's patch lies (``box.size == (h, w)``).
+        box: where each position's patch lies (``box.size == (h, w)``, inside the map).
         start: ``(B,)`` first row and first column of each window (may be < 0 or run past the map).
         size: ``(L, Lw)`` window size.
         pad: value outside the map (0 for convolutions, ``-inf`` for max pooling).
+        padded: a dict reused across calls for the same ``cached`` and ``pad`` (the padded map).
 
     Returns:
         ``(B, C, L, Lw)``.
     """
-    c, n_rows, n_cols = cached.shape
-    rows = start[0][:, None] + torch.arange(size[0])
-    cols = start[1][:, None] + torch.arange(size[1])
-    flat, ok = _flat_index(rows, cols, n_rows, n_cols)
-    out = _gather(cached.reshape(1, c, -1), flat)
+    n_rows, n_cols = cached.shape[-2:]
+    s0, s1 = start[0].tolist(), start[1].tolist()
+    if not s0:
+        return cached.new_empty((0, cached.shape[0], *size))
+    margin = max(0, -min(s0), -min(s1), max(s0) + size[0] - n_rows, max(s1) + size[1] - n_cols)
+    if padded is None or padded.get("margin", -1) < margin:
+        full = F.pad(cached, (margin,) * 4, value=pad) if margin else cached
+        if padded is not None:
+            padded.update(margin=margin, map=full)
+    else:
+        full, margin = padded["map"], padded["margin"]
+    out = torch.stack([full[:, a + margin:a + margin + size[0], b + margin:b + margin + size[1]]
+                       for a, b in zip(s0, s1)])
     if patch is not None:
-        pflat, inside = _flat_index(rows - box.top[:, None], cols - box.left[:, None], *box.size)
-        pvals = _gather(patch.reshape(patch.shape[0], c, -1), pflat)
-        out = torch.where(inside[:, None, :], pvals, out)
-    if not bool(ok.all()):
-        out = out.masked_fill(~ok[:, None, :], pad)
-    return out.reshape(flat.shape[0], c, size[0], size[1])
+        _paste(out, patch, box.top - start[0], box.left - start[1])
+    return out
+
+
+def _paste(out: torch.Tensor, patch: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor) -> None:
+    """``out[b, :, oy[b]:oy[b]+h, ox[b]:ox[b]+w] = patch[b]``, clipped to ``out`` (plain slice copies:
+    PyTorch's advanced-index assignment is several times slower at these sizes)."""
+    (h, w), (n_rows, n_cols) = patch.shape[-2:], out.shape[-2:]
+    for b, (y, x) in enumerate(zip(oy.tolist(), ox.tolist())):
+        y0, y1, x0, x1 = max(y, 0), min(y + h, n_rows), max(x, 0), min(x + w, n_cols)
+        if y0 < y1 and x0 < x1:
+            out[b, :, y0:y1, x0:x1] = patch[b, :, y0 - y:y1 - y, x0 - x:x1 - x]
 
 
 def materialize(cached: torch.Tensor, patch: torch.Tensor, box: Box) -> torch.Tensor:

@@ -9,7 +9,7 @@ its kernel needs, with the layer's own weights (``F.conv2d(..., padding=0)``
 after explicit padding, ``-inf`` padding for max pooling) — for all positions
 stacked as one batch. Elementwise layers keep the box, additions take the union
 of boxes, convolutions and pools grow it by their kernel and shrink it by their
-stride. Once a box covers most of its map, or at flatten / linear / adaptive
+stride. Once the boxes cover most of their map on average, or at flatten / linear / adaptive
 pooling, the rest of the graph runs normally on the batch of full maps.
 
 The graph comes from ``torch.fx``; the operations are the model's own modules
@@ -82,8 +82,11 @@ class IncrementalOcclusion:
         image_shape: ``(C, H, W)``.
         rows, cols: ``(first, last)`` inclusive window rows / columns, ``(P,)`` each, one per position.
         tau: projective-field threshold in (0, 1] (approximate), or None (exact).
-        full_threshold: a box covering more than this fraction of its map is
-            computed as a full map (and everything after it).
+        full_threshold: a node whose changed regions cover on average more than
+            this fraction of its map is computed as a full map (and everything
+            after it). The mean, not the largest box, decides: measured on
+            VGG-11 / ResNet-18 at 128², switching on the largest box (a few
+            border groups) cost 1.3-1.4× more time.
         min_group: positions whose regions have the same size at every node
             share boxes of exactly that size; groups smaller than this are
             merged into one group with the largest box (fewer, larger batches).
@@ -128,6 +131,7 @@ class IncrementalOcclusion:
             env[node] = val
             cache[node] = _clone(val)
         self.cache = cache
+        self._pads: dict[tuple[fx.Node, float], dict] = {}
         if self.plan is None:
             self.plan = self.build_plan(self.full_threshold, self.tau)
             self._group()
@@ -174,7 +178,7 @@ class IncrementalOcclusion:
             cols = conv_range(*src.cols, spec.kernel[1], spec.stride[1], spec.padding[1], spec.dilation[1], shape[1])
             region = Region(rows, cols, shape).capped(tau)
         box = region.box()
-        if full_threshold is not None and box.size[0] * box.size[1] > full_threshold * shape[0] * shape[1]:
+        if full_threshold is not None and float(region.area.double().mean()) > full_threshold * shape[0] * shape[1]:
             return NodePlan("full", spec, region)
         np_ = NodePlan("patch", spec, region, box)
         if spec.kind == "avgpool":
@@ -334,7 +338,7 @@ class IncrementalOcclusion:
         start = (box.top * s[0] - pd[0], box.left * s[1] - pd[1])
         size = tuple((box.size[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 for i in range(2))
         pad = float("-inf") if spec.kind == "maxpool" else 0.0
-        crop = read(self.cache[src][0], env[src], self.box(src, idx, g), start, size, pad)
+        crop = read(self.cache[src][0], env[src], self.box(src, idx, g), start, size, pad, self._padded(src, pad))
         if spec.kind == "conv":
             m = self.modules[node.target]
             return F.conv2d(crop, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
@@ -347,18 +351,22 @@ class IncrementalOcclusion:
         dc = p.divisor[1][box.left[:, None] + torch.arange(box.size[1])]
         return total / (dr[:, None, :, None] * dc[:, None, None, :])
 
+    def _padded(self, node: fx.Node, pad: float) -> dict:
+        """The memo of ``node``'s clean map padded with ``pad`` (filled by `read`)."""
+        return self._pads.setdefault((node, pad), {})
+
     def _read_box(self, a: fx.Node, box: Box, idx: torch.Tensor, g: int, env) -> Any:
         ap = self.plan[a]
         if ap.state == "patch":
             abox = self.box(a, idx, g)
             if abox.size == box.size and torch.equal(abox.top, box.top) and torch.equal(abox.left, box.left):
                 return env[a]
-            return read(self.cache[a][0], env[a], abox, (box.top, box.left), box.size)
+            return read(self.cache[a][0], env[a], abox, (box.top, box.left), box.size, 0.0, self._padded(a, 0.0))
         if ap.state == "value":
             return self._call(a, lambda n: self._value(n, env, len(idx), meta=True))
         val = self.cache[a]
         if isinstance(val, torch.Tensor) and val.dim() == 4 and val.shape[-2:] != (1, 1):
-            return read(val[0], None, None, (box.top, box.left), box.size)  # a constant map: its box
+            return read(val[0], None, None, (box.top, box.left), box.size, 0.0, self._padded(a, 0.0))  # its box
         return val
 
 
