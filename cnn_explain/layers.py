@@ -203,8 +203,8 @@ def walk(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32), *, layers: 
         TypeError / ValueError: bad ``input_shape`` or a forward that fails on it.
 
     Example:
-        >>> [i.output_shape for i in walk(nn.Sequential(nn.Conv2d(1, 4, 3)), (1, 8, 8))]
-        [(4, 6, 6)]
+        >>> walk(nn.Sequential(nn.Conv2d(1, 4, 3)), (1, 8, 8))[0].output_shape
+        (4, 6, 6)
     """
     _check_model(model)
     shape = check_input_shape(input_shape)

@@ -117,8 +117,8 @@ class RandomTextureNet(nn.Module):
 
     Example:
         >>> net = RandomTextureNet()
-        >>> net.style_layers[:3]
-        ['s1_relu3', 's1_relu5', 's2_relu3']
+        >>> ", ".join(net.style_layers[:3])
+        's1_relu3, s1_relu5, s2_relu3'
     """
 
     def __init__(self, kernels: tuple[int, ...] = (3, 5), levels: int = 4, channels: int = 64, seed: int = 0) -> None:

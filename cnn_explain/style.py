@@ -20,7 +20,8 @@ ICLR 2017) — is used, so nothing is downloaded.
 Example:
     >>> from cnn_explain.style import transfer
     >>> res = transfer("photo.jpg", "painting.jpg", size=128, steps=50)   # doctest: +SKIP
-    >>> res.image.shape, res.history[-1]["total"]                       # doctest: +SKIP
+    >>> final = res.history[-1]                                         # doctest: +SKIP
+    >>> res.image.shape, final["total"]                                 # doctest: +SKIP
     (torch.Size([3, 128, 128]), 0.41...)
 
 With VGG-19 weights of your own (layer names of ``torchvision.models.vgg19``;

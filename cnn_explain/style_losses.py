@@ -56,9 +56,9 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
     Example:
         >>> g = gram_matrix(torch.ones(1, 2, 3, 3))
-        >>> g[0]
-        tensor([[1.5000, 1.5000],
-                [1.5000, 1.5000]])
+        >>> g[0]                      # each entry: 9 products of 1·1, divided by C·H·W = 18
+        tensor([[0.5000, 0.5000],
+                [0.5000, 0.5000]])
     """
     if not isinstance(features, torch.Tensor):
         raise TypeError(f"features must be a tensor (N, C, H, W), got {type(features).__name__}")
