@@ -220,3 +220,22 @@ def test_approx_mode_close_to_exact(tiny_resnet):
                      compare_exact=True, progress=False)
     assert full.deviation["rel_max_abs"] < 1e-4
     assert occlusion(tiny_resnet, x, window=4, stride=2, mode="approx", progress=False).deviation is None
+
+
+@pytest.mark.slow
+def test_approx_close_to_exact_on_trained_digits():
+    """Checkerboard drill-down + projective-field threshold (defaults) keep the map of a real model."""
+    from cnn_explain.data import load_digits
+    from cnn_explain.train import pretrained_digits_cnn
+
+    model = pretrained_digits_cnn()
+    data = load_digits("test")
+    x = torch.stack([data[i][0] for i in range(3)])
+    r = occlusion(model, x, window=6, stride=2, mode="approx", compare_exact=True, progress=False)
+    exact = occlusion(model, x, window=6, stride=2, progress=False)
+    assert r.extra["positions_computed"] == 72 + 15  # checkerboard of 12×12, then ceil(0.2 × 72)
+    a, e = r.attribution[:, 0].reshape(-1).double(), exact.attribution[:, 0].reshape(-1).double()
+    pearson = float(torch.corrcoef(torch.stack([a, e]))[0, 1])
+    assert pearson >= 0.95 and r.deviation["pearson"] == pytest.approx(pearson, abs=1e-6)
+    assert r.deviation["max_abs"] == pytest.approx(float((a - e).abs().max()), rel=1e-4, abs=1e-7)
+    assert r.deviation["rel_max_abs"] == pytest.approx(r.deviation["max_abs"] / float(e.abs().max()), rel=1e-6)
