@@ -212,7 +212,7 @@ def table(ext: dict, mem: list[dict], rows: list[dict], compile_s: tuple[float, 
     lines += ["", "project() on the first N of those features (seed 0):", "", "| points | method | backend | seconds | trustworthiness T(10) | 10-NN accuracy |",
               "|---:|---|---|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['n']:,} | {r['method']} | {r['backend']} | {r['seconds']:.1f} | {r['trust']:.3f} "
+        lines.append(f"| {r['n']:,} | {r['method']} | {r['backend']} | {r['seconds']:.2f} | {r['trust']:.3f} "
                      f"| {r['knn']:.1%} |")
     if compile_s:
         lines += ["", f"UMAP's first call in a new process (500 points): {compile_s[0]:.1f} s with an empty numba "
