@@ -185,6 +185,8 @@ class Explainer:
         """PCA / t-SNE / UMAP map of a layer's features over ``data``. See :func:`cnn_explain.embedding.embed`."""
         from .embedding import embed
 
+        options.setdefault("output", self.output)
+        options.setdefault("device", self.device)
         return embed(self.model, data, layer=layer, method=method, seed=seed,
                      class_names=self.class_names, **options)
 

@@ -330,8 +330,7 @@ def extract(
 def _run_batch(model, rec, x, name, side_in, output) -> tuple[torch.Tensor, torch.Tensor]:
     out = select_output(model(x), output)
     store = rec.inputs if side_in else rec.outputs
-    # The recording keys drift to name#k across batches; the first value is this batch's first call.
-    value = next(iter(store.values()), None)
+    value = store.get(name)  # this batch's first call (clear() restarts the numbering)
     rec.clear()
     side = "input" if side_in else "output"
     if not isinstance(value, torch.Tensor):
