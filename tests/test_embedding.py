@@ -207,8 +207,9 @@ def test_memory_grows_with_n_times_c_not_with_feature_maps():
     """512 images whose maps are 512 KiB each (after a 64-image warm-up): pooled features (64 KiB) must
     not raise the peak by the maps' 256 MiB; the same run with pool="flatten" (which keeps the maps) shows
     that the measurement can fail."""
-    pooled = _peak_growth_mib(512, "avg")
-    kept = _peak_growth_mib(512, "flatten")
+    pooled, kept = _peak_growth_mib(512, "avg"), _peak_growth_mib(512, "flatten")
+    if kept <= 200:  # the control says the apparatus failed (seen once on a loaded machine): measure the pair again
+        pooled, kept = _peak_growth_mib(512, "avg"), _peak_growth_mib(512, "flatten")
     assert pooled < 16, f"peak memory rose by {pooled:.0f} MiB with pooled features"
     assert kept > 200, f"control: keeping the maps should raise the peak by ~256 MiB, rose {kept:.0f} MiB"
 
