@@ -19,8 +19,6 @@ subcommands of :mod:`cnn_explain.cli_commands` (``report``, ``occlusion``,
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,42 +63,17 @@ def input_shape_arg(text: str) -> tuple[int, int, int]:
 
 
 def load_model(spec: str, weights: str | None, parser: argparse.ArgumentParser):
-    """Build the model named ``module:factory`` (a function or an nn.Module class) and load ``weights``.
+    """Build the model named ``module:factory`` and load ``weights`` (see :func:`cnn_explain.cli_helpers.load_model`).
 
     Any failure is reported with ``parser.error`` (exit code 2).
     """
-    from torch import nn
+    from .cli_helpers import UsageError
+    from .cli_helpers import load_model as _load
 
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        parser.error(f"--model must be module:factory (e.g. cnn_explain.models:cifar10_cnn), got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # the user's own modules, as `python -m` would find them
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        parser.error(f"--model: cannot import module {module_name!r}: {exc}")
-    factory = module
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            parser.error(f"--model: module {module_name!r} has no attribute {attr!r}")
-    if not callable(factory):
-        parser.error(f"--model: {spec!r} is not callable (expected a function returning an nn.Module)")
-    try:
-        model = factory()
-    except Exception as exc:  # the user's factory: report it as a usage error, not a traceback
-        parser.error(f"--model: {spec}() raised {type(exc).__name__}: {exc}")
-    if not isinstance(model, nn.Module):
-        parser.error(f"--model: {spec}() returned a {type(model).__name__}, expected a torch.nn.Module")
-    if weights:
-        from .train import load_checkpoint
-
-        try:
-            load_checkpoint(model, weights)
-        except (FileNotFoundError, ValueError) as exc:
-            parser.error(f"--weights: {exc}")
-    return model
+        return _load(spec, weights)
+    except UsageError as exc:
+        parser.error(str(exc))
 
 
 def _add_training_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:

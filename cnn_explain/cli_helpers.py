@@ -68,26 +68,18 @@ def nonneg_int(text: str) -> int:
 
 # --------------------------------------------------------------------------- loading
 def load_model(spec: str, weights: str | None = None):
-    """``'pkg.module:factory'`` (or ``'digits'``) -> an ``nn.Module``, with ``weights`` loaded if given."""
-    from torch import nn
+    """``'pkg.module:factory'`` (or ``'digits'``) -> an ``nn.Module`` in eval mode, with ``weights`` loaded.
 
+    ``factory`` may be dotted (``pkg.module:Class.build``) and is called with no
+    arguments. Every failure is a :class:`UsageError` whose message names the
+    option (``--model`` / ``--weights``); the CLI turns it into exit code 2.
+    """
     if spec == "digits":
         from .train import pretrained_digits_cnn
 
         model = pretrained_digits_cnn(progress=False)
     else:
-        module_name, sep, attr = spec.partition(":")
-        if not sep or not module_name or not attr:
-            raise UsageError(f"--model must look like 'pkg.module:factory' (or 'digits'), got {spec!r}")
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())  # the user's own modules, as `python -m` would find them
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise UsageError(f"--model {spec!r}: cannot load it ({exc})") from None
-        model = factory()
-        if not isinstance(model, nn.Module):
-            raise UsageError(f"--model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+        model = _build_model(spec)
     if weights is not None:
         from .train import load_checkpoint
 
@@ -98,6 +90,34 @@ def load_model(spec: str, weights: str | None = None):
         except ValueError as exc:
             raise UsageError(f"--weights: the checkpoint does not fit the model ({exc})") from None
     return model.eval()
+
+
+def _build_model(spec: str):
+    from torch import nn
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError("--model must be module:factory, i.e. pkg.module:factory "
+                         f"(e.g. cnn_explain.models:cifar10_cnn) or 'digits', got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # the user's own modules, as `python -m` would find them
+    try:
+        factory = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"--model: cannot load it: cannot import module {module_name!r}: {exc}") from None
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise UsageError(f"--model: cannot load it: module {module_name!r} has no attribute {attr!r}")
+    if not callable(factory):
+        raise UsageError(f"--model: {spec!r} is not callable (expected a function returning an nn.Module)")
+    try:
+        model = factory()
+    except Exception as exc:  # the user's factory: report it as a usage error, not a traceback
+        raise UsageError(f"--model: {spec}() raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"--model: {spec}() returned a {type(model).__name__}, expected a torch.nn.Module")
+    return model
 
 
 def image_transform(channels: int, size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None):
