@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _perfdoc import write_section
 
 import numpy as np
 import torch
@@ -43,7 +44,6 @@ sys.path.insert(0, str(ROOT))
 
 from cnn_explain.embedding import extract, knn_accuracy, project, trustworthiness  # noqa: E402
 
-START, END = "<!-- bench:embedding:start -->", "<!-- bench:embedding:end -->"
 
 
 def shifted_digits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,17 +220,6 @@ def table(ext: dict, mem: list[dict], rows: list[dict], compile_s: tuple[float, 
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = ROOT / "docs" / "performance.md") -> None:
-    """Replace this benchmark's section of ``docs/performance.md`` (created if missing)."""
-    block = f"{START}\n{text}\n{END}"
-    old = path.read_text() if path.exists() else "# Performance\n"
-    if START in old and END in old:
-        new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n## Embeddings\n\n" + block + "\n"
-    path.write_text(new)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="2k points only; no 50k, no compile timing, no doc update")
@@ -259,7 +248,7 @@ def main(argv=None) -> int:
     text = table(ext, mem, rows, compile_s, n)
     print(text)
     if not args.no_write and not args.quick:
-        write_section(text)
+        write_section("embedding", "Embeddings", text)
     return 0
 
 

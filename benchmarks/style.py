@@ -14,10 +14,11 @@ run of each is kept, which damps the noise of a shared CPU.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
+
+from _perfdoc import write_section
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from cnn_explain.models import random_texture_net  # noqa: E402
 from cnn_explain.style import DEFAULTS, transfer  # noqa: E402
-from cnn_explain.style_cli import sample_photo  # noqa: E402
+from cnn_explain.data import sample_image  # noqa: E402
 from cnn_explain.style_images import fit  # noqa: E402
 
-START, END = "<!-- bench:style:start -->", "<!-- bench:style:end -->"
 
 
 def _plain_features(net, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -82,8 +82,8 @@ def plain_gatys(net, content: torch.Tensor, style: torch.Tensor, steps: int) -> 
 
 def run(size: int, steps: int, rounds: int) -> dict:
     net = random_texture_net()
-    content = fit(sample_photo("china.jpg")[None], (size, size))
-    style = fit(sample_photo("flower.jpg")[None], (size, size))
+    content = fit(sample_image("china")[None], (size, size))
+    style = fit(sample_image("flower")[None], (size, size))
     ours, plain, hist_ours, hist_plain = [], [], [], []
     for _ in range(rounds):
         res = transfer(content, style, model=net, size=size, steps=steps, progress=False)
@@ -110,17 +110,6 @@ def table(r: dict) -> str:
     ])
 
 
-def write_section(text: str, path: Path = ROOT / "docs" / "performance.md") -> None:
-    """Replace this benchmark's section of ``docs/performance.md`` (created if missing)."""
-    block = f"{START}\n{text}\n{END}"
-    old = path.read_text() if path.exists() else "# Performance\n"
-    if START in old and END in old:
-        new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n## Style transfer\n\n" + block + "\n"
-    path.write_text(new)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="64x64, 5 steps, 2 rounds")
@@ -131,7 +120,7 @@ def main(argv=None) -> int:
     print(text)
     print(f"ratio (ours / plain) = {r['ratio']:.2f}  (target <= 1.0)")
     if not args.no_write and not args.quick:
-        write_section(text)
+        write_section("style", "Style transfer", text)
     return 0
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from cnn_explain.plotting import style_figure
 from cnn_explain.style import transfer
-from cnn_explain.style_cli import sample_photo, save_png
+from cnn_explain.data import sample_image
+from cnn_explain.style_cli import save_png
 
 OUT = Path(__file__).resolve().parents[1] / "img"
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    content, style = sample_photo("china.jpg"), sample_photo("flower.jpg")
+    content, style = sample_image("china"), sample_image("flower")
     kw = {} if args.steps is None else {"steps": args.steps}
     wall, cpu = time.perf_counter(), time.process_time()
     res = transfer(content, style, size=args.size, progress=False, **kw)
