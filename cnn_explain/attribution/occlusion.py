@@ -97,7 +97,7 @@ def occlusion(
     memory_budget: int = 2**30,
     progress: bool = True,
     output: Any = None,
-    approx_tau: float | None = 0.5,
+    approx_tau: float | None = 0.75,
     approx_drill: float = 0.2,
     compare_exact: bool = False,
 ) -> OcclusionResult:
