@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _perfdoc import write_section
 
 import torch
 
@@ -170,18 +171,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = ROOT / "docs" / "performance.md") -> None:
-    start, end = "<!-- bench:occlusion:start -->", "<!-- bench:occlusion:end -->"
-    block = f"{start}\n{text}\n{end}"
-    old = path.read_text() if path.exists() else "# Performance\n"
-    if start in old and end in old:
-        new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n## Occlusion\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller inputs (VGG/ResNet at 64×64), ppe 16 and 64 only")
@@ -205,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             "fresh process; peak memory = VmHWM growth during the run. Ratios are what matters.")
     print(text)
     if not args.no_write:
-        write_section(text + note)
+        write_section("occlusion", "Occlusion", text + note)
     return 0
 
 
