@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ._grouping import group_positions
 from ._graph import OpSpec, Unsupported, call_node, check_inplace, classify, trace
-from ._regions import Box, Region, conv_range, materialize, read
+from ._regions import Box, Region, conv_range, materialize, max_pool, read
 
 __all__ = ["IncrementalOcclusion", "Unsupported", "NodePlan"]
 
@@ -87,16 +88,16 @@ class IncrementalOcclusion:
             after it). The mean, not the largest box, decides: measured on
             VGG-11 / ResNet-18 at 128², switching on the largest box (a few
             border groups) cost 1.3-1.4× more time.
-        min_group: positions whose regions have the same size at every node
-            share boxes of exactly that size; groups smaller than this are
-            merged into one group with the largest box (fewer, larger batches).
+        min_group: fewest positions a row (column) group may have, see `._grouping`.
+        max_groups: at most this many row groups and this many column groups.
 
     Raises:
         Unsupported: the model cannot be traced or has an operation without a region rule.
     """
 
     def __init__(self, model: nn.Module, image_shape: tuple[int, int, int], rows, cols, *,
-                 tau: float | None = None, full_threshold: float = 0.6, min_group: int = 16) -> None:
+                 tau: float | None = None, full_threshold: float = 0.6, min_group: int = 8,
+                 max_groups: int = 4) -> None:
         self.model = model
         self.graph = trace(model)
         self.modules = dict(model.named_modules())
@@ -104,7 +105,7 @@ class IncrementalOcclusion:
         self.nodes = list(self.graph.nodes)
         self.image_shape = tuple(image_shape)
         self.window = Region(tuple(rows), tuple(cols), self.image_shape[1:])
-        self.tau, self.full_threshold, self.min_group = tau, full_threshold, min_group
+        self.tau, self.full_threshold, self.min_group, self.max_groups = tau, full_threshold, min_group, max_groups
         self.cache: dict[fx.Node, Any] = {}
         self.plan: dict[fx.Node, NodePlan] | None = None
         self.last_use = {}
@@ -204,9 +205,11 @@ class IncrementalOcclusion:
         elif np_.region is not None and isinstance(m, nn.Conv2d):
             needed = per_out * out.shape[1] * float(np_.region.area.double().mean())
             computed = total if np_.box is None else per_out * out.shape[1] * np_.box.size[0] * np_.box.size[1]
+            if np_.state == "patch":
+                np_.macs["per_value"] = float(per_out * out.shape[1])
         else:
             needed = computed = float(total)
-        np_.macs = {"full": float(total), "needed": needed, "computed": float(computed)}
+        np_.macs.update(full=float(total), needed=needed, computed=float(computed))
 
     def macs(self, full_threshold: float | None = None, tau: float | None = None) -> dict[str, float]:
         """Per-image MACs: ``full`` (one forward), ``needed`` (mean over positions of the changed
@@ -239,30 +242,42 @@ class IncrementalOcclusion:
 
     # ------------------------------------------------------------------ grouping
     def _group(self) -> None:
-        """Group positions whose changed regions have the same size at every node.
+        """Group positions by similar region sizes, rows and columns apart (`._grouping`).
 
-        Each group gets boxes of exactly its regions' size, so no position
-        recomputes more than its own region (up to unions).
+        Each group gets boxes of its own largest region size at every node.
         """
-        patch = [p for p in self.plan.values() if p.state == "patch"]
-        sig = torch.stack([t for p in patch for lo, hi in (p.region.rows, p.region.cols) for t in (hi - lo,)], 1)
-        _, group, counts = torch.unique(sig, dim=0, return_inverse=True, return_counts=True)
-        small = counts[group] < self.min_group  # few positions: one shared group (max box) instead
-        group = torch.where(small, -1, group)
-        _, self.group = torch.unique(group, return_inverse=True)
+        patch = [(n, p) for n, p in self.plan.items() if p.state == "patch"]
+        rows = torch.stack([p.region.rows[1] - p.region.rows[0] + 1 for _, p in patch], 1)
+        cols = torch.stack([p.region.cols[1] - p.region.cols[0] + 1 for _, p in patch], 1)
+        weights = torch.tensor([self._weight(n) for n, _ in patch], dtype=torch.float64)
+        self.group = group_positions(rows, cols, weights, max_groups=self.max_groups, min_count=self.min_group)
         self._patch_last_use = {}
         for node in self.nodes:
             if self.plan[node].state == "patch":
                 for a in node.all_input_nodes:
                     self._patch_last_use[a] = node
-        for p in patch:
+        groups = torch.unique(self.group).tolist()
+        members = {g: (self.group == g).nonzero()[:, 0] for g in groups}
+        for _, p in patch:
             p.sizes, p.top, p.left = {}, torch.empty_like(self.group), torch.empty_like(self.group)
-            for g in torch.unique(self.group).tolist():
-                members = (self.group == g).nonzero()[:, 0]
-                sub = Region((p.region.rows[0][members], p.region.rows[1][members]),
-                             (p.region.cols[0][members], p.region.cols[1][members]), p.region.shape).box()
+            area = 0
+            for g in groups:
+                mem = members[g]
+                sub = Region((p.region.rows[0][mem], p.region.rows[1][mem]),
+                             (p.region.cols[0][mem], p.region.cols[1][mem]), p.region.shape).box()
                 p.sizes[g] = sub.size
-                p.top[members], p.left[members] = sub.top, sub.left
+                p.top[mem], p.left[mem] = sub.top, sub.left
+                area += len(mem) * sub.size[0] * sub.size[1]
+            if p.macs.get("per_value"):
+                p.macs["computed"] = p.macs["per_value"] * area / len(self.group)
+
+    def _weight(self, node: fx.Node) -> float:
+        """Cost of one output value of a patch node, in multiply-accumulates (per spatial position)."""
+        p = self.plan[node]
+        if p.macs.get("per_value"):
+            return p.macs["per_value"]
+        val = self.cache[node]
+        return float(val.shape[1]) * 4.0  # elementwise / pooling: memory-bound, a few MACs' worth per value
 
     def sort(self, idx: torch.Tensor) -> torch.Tensor:
         """``idx`` ordered by group (batches then split into few groups)."""
@@ -289,7 +304,11 @@ class IncrementalOcclusion:
             p = self.plan[node]
             if node.op == "output":
                 return fx.node.map_arg(node.args[0], lambda a: self._value(a, env, b))
-            if p.state in ("full", "value"):
+            if p.state == "full" and p.spec.kind == "maxpool":
+                s = p.spec
+                env[node] = max_pool(self._value(node.args[0], env, b), s.kernel, s.stride, s.padding, s.dilation,
+                                     tuple(self.cache[node].shape[-2:]))
+            elif p.state in ("full", "value"):
                 env[node] = self._call(node, lambda a: self._value(a, env, b, meta=p.state == "value"))
                 for a in node.all_input_nodes:
                     if self.last_use.get(a) is node:
@@ -343,7 +362,7 @@ class IncrementalOcclusion:
             m = self.modules[node.target]
             return F.conv2d(crop, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
         if spec.kind == "maxpool":
-            return F.max_pool2d(crop, spec.kernel, spec.stride, 0, spec.dilation)
+            return max_pool(crop, spec.kernel, spec.stride, (0, 0), spec.dilation)
         total = F.avg_pool2d(crop, spec.kernel, spec.stride, 0, divisor_override=1)
         if spec.divisor_override:
             return total / spec.divisor_override
