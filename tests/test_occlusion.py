@@ -217,7 +217,7 @@ def test_approx_mode_close_to_exact(tiny_resnet):
     assert r.mode == "approx" and r.deviation["pearson"] > 0.9
     assert r.extra["positions_computed"] < r.extra["positions"]
     full = occlusion(tiny_resnet, x, window=4, stride=2, mode="approx", approx_tau=None, approx_drill=1.0,
-                     compare_exact=True, progress=False)
+                     approx_precision="float32", compare_exact=True, progress=False)
     assert full.deviation["rel_max_abs"] < 1e-4
     assert occlusion(tiny_resnet, x, window=4, stride=2, mode="approx", progress=False).deviation is None
 

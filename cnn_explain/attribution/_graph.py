@@ -21,8 +21,8 @@ from __future__ import annotations
 import builtins
 import inspect
 import operator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,10 @@ from torch import fx, nn
 
 from ..hooks import ACTIVATION_TYPES
 
-__all__ = ["Unsupported", "OpSpec", "trace", "classify", "check_inplace", "call_node"]
+if TYPE_CHECKING:
+    from ._regions import Box, Region
+
+__all__ = ["Unsupported", "OpSpec", "NodePlan", "trace", "classify", "check_inplace", "call_node", "fetch"]
 
 
 class Unsupported(Exception):
@@ -232,3 +235,25 @@ def call_node(node: fx.Node, modules: dict[str, nn.Module], args: tuple, kwargs:
     if node.op == "call_method":
         return getattr(args[0], node.target)(*args[1:], **kwargs)
     raise ValueError(f"cannot call a {node.op} node")
+
+
+@dataclass
+class NodePlan:
+    """How one node runs for every position: ``state`` is ``"const"``, ``"patch"``, ``"full"`` or ``"value"``."""
+
+    state: str
+    spec: OpSpec
+    region: Region | None = None
+    box: Box | None = None
+    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
+    top: torch.Tensor | None = None
+    left: torch.Tensor | None = None
+    divisor: tuple[torch.Tensor, torch.Tensor] | None = None
+    macs: dict[str, float] = field(default_factory=dict)
+
+
+def fetch(model: nn.Module, target: str) -> Any:
+    obj = model
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Region", "Box", "conv_range", "cap_range", "read", "materialize", "max_pool"]
+__all__ = ["Region", "Box", "conv_range", "cap_range", "read", "materialize", "max_pool", "avg_divisor", "read_change"]
 
 
 @dataclass(frozen=True)
@@ -168,11 +168,58 @@ def read(
     out = windows[start[0] + margin, start[1] + margin]  # one indexing op (many small copies stall when loaded)
     if patch is None:
         return out
+    (h, w), (n_rows_out, n_cols_out) = box.size, size
+    dr, dc = box.top - start[0], box.left - start[1]
+    if bool(((dr >= 0) & (dr + h <= n_rows_out) & (dc >= 0) & (dc + w <= n_cols_out)).all()):
+        # the patch lies inside every window (the usual case): paste it with one scatter
+        rows = dr[:, None] + torch.arange(h)
+        cols = dc[:, None] + torch.arange(w)
+        flat = (rows[:, :, None] * n_cols_out + cols[:, None, :]).reshape(len(dr), 1, h * w)
+        out.view(out.shape[0], c, -1).scatter_(2, flat.expand(-1, c, -1), patch.reshape(patch.shape[0], c, -1))
+        return out
     rows = start[0][:, None] + torch.arange(size[0])
     cols = start[1][:, None] + torch.arange(size[1])
     pflat, inside = _flat_index(rows - box.top[:, None], cols - box.left[:, None], *box.size)
     pvals = _gather(patch.reshape(patch.shape[0], c, -1), pflat)
     return torch.where(inside[:, None, :], pvals, out.reshape(out.shape[0], c, -1)).reshape(out.shape)
+
+
+def read_change(
+    cached: torch.Tensor,
+    patch: torch.Tensor,
+    box: Box,
+    start: tuple[torch.Tensor, torch.Tensor],
+    size: tuple[int, int],
+    dtype: torch.dtype,
+    padded: dict | None = None,
+) -> torch.Tensor:
+    """Windows of the *change* of the map (occluded − clean), in ``dtype``: zero outside each patch.
+
+    Same arguments as `read` (padding value 0). Equal to
+    ``(read(cached, patch, box, ...) - read(cached, None, None, ...)).to(dtype)``
+    but only the patch-sized change is computed and scattered into zeros.
+
+    Example:
+        >>> cached, patch = torch.rand(2, 6, 6), torch.rand(3, 2, 2, 2)
+        >>> box = Box((2, 2), torch.tensor([0, 2, 4]), torch.tensor([1, 3, 4]))
+        >>> start = (torch.tensor([-1, 1, 3]), torch.tensor([0, 2, 3]))
+        >>> ref = read(cached, patch, box, start, (4, 4)) - read(cached, None, None, start, (4, 4))
+        >>> torch.equal(read_change(cached, patch, box, start, (4, 4), torch.float32), ref)
+        True
+    """
+    (h, w), (n_rows, n_cols) = box.size, size
+    dr, dc = box.top - start[0], box.left - start[1]
+    if not bool(((dr >= 0) & (dr + h <= n_rows) & (dc >= 0) & (dc + w <= n_cols)).all()):
+        clean = read(cached, None, None, start, size, 0.0, padded)
+        return (read(cached, patch, box, start, size, 0.0, padded) - clean).to(dtype)
+    change = patch - read(cached, None, None, (box.top, box.left), box.size, 0.0, padded)
+    b, c = patch.shape[:2]
+    out = torch.zeros((b, c, n_rows * n_cols), dtype=dtype)
+    rows = dr[:, None] + torch.arange(h)
+    cols = dc[:, None] + torch.arange(w)
+    flat = (rows[:, :, None] * n_cols + cols[:, None, :]).reshape(b, 1, h * w)
+    out.scatter_(2, flat.expand(-1, c, -1), change.reshape(b, c, -1).to(dtype))
+    return out.reshape(b, c, n_rows, n_cols)
 
 
 def _gather(src: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
@@ -229,3 +276,13 @@ def max_pool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], 
             view = x[..., i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
             out = view if out is None else torch.maximum(out, view)
     return out.clone() if kh * kw == 1 else out
+
+
+def avg_divisor(n_in: int, n_out: int, spec, i: int) -> torch.Tensor:
+    """Per-output-row divisor factor of average pooling (as PyTorch's CPU kernel computes it)."""
+    k, s, p = spec.kernel[i], spec.stride[i], spec.padding[i]
+    start = torch.arange(n_out) * s - p
+    end = torch.clamp(start + k, max=n_in + p)
+    size = end - start
+    clipped = torch.clamp(end, max=n_in) - torch.clamp(start, min=0)
+    return (size if spec.count_include_pad else clipped).to(torch.float32)

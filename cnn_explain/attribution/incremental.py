@@ -35,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,36 +42,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ._grouping import group_positions
-from ._graph import OpSpec, Unsupported, call_node, check_inplace, classify, trace
-from ._regions import Box, Region, conv_range, materialize, max_pool, read
+from ._graph import NodePlan, OpSpec, Unsupported, call_node, check_inplace, classify, fetch, trace
+from ._lowp import LowPrecision
+from ._regions import Box, Region, avg_divisor, conv_range, materialize, max_pool, read, read_change
 
 __all__ = ["IncrementalOcclusion", "Unsupported", "NodePlan"]
-
-
-@dataclass
-class NodePlan:
-    """How one node runs for every position: ``state`` is ``"const"``, ``"patch"``, ``"full"`` or ``"value"``."""
-
-    state: str
-    spec: OpSpec
-    region: Region | None = None
-    box: Box | None = None
-    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
-    top: torch.Tensor | None = None
-    left: torch.Tensor | None = None
-    divisor: tuple[torch.Tensor, torch.Tensor] | None = None
-    macs: dict[str, float] = field(default_factory=dict)
-
-
-def _fetch(model: nn.Module, target: str) -> Any:
-    obj = model
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _clone(v: Any) -> Any:
-    return v.clone() if isinstance(v, torch.Tensor) else v
 
 
 class IncrementalOcclusion:
@@ -90,6 +64,8 @@ class IncrementalOcclusion:
             border groups) cost 1.3-1.4× more time.
         min_group: fewest positions a row (column) group may have, see `._grouping`.
         max_groups: at most this many row groups and this many column groups.
+        lowp: None (exact), or a dtype (``torch.bfloat16``) in which convolutions
+            compute the *change* of their output (approximate, see `._lowp`).
 
     Raises:
         Unsupported: the model cannot be traced or has an operation without a region rule.
@@ -97,7 +73,7 @@ class IncrementalOcclusion:
 
     def __init__(self, model: nn.Module, image_shape: tuple[int, int, int], rows, cols, *,
                  tau: float | None = None, full_threshold: float = 0.6, min_group: int = 8,
-                 max_groups: int = 4) -> None:
+                 max_groups: int = 4, lowp: torch.dtype | None = None) -> None:
         self.model = model
         self.graph = trace(model)
         self.modules = dict(model.named_modules())
@@ -106,6 +82,7 @@ class IncrementalOcclusion:
         self.image_shape = tuple(image_shape)
         self.window = Region(tuple(rows), tuple(cols), self.image_shape[1:])
         self.tau, self.full_threshold, self.min_group, self.max_groups = tau, full_threshold, min_group, max_groups
+        self.lowp = LowPrecision(lowp) if lowp is not None else None
         self.cache: dict[fx.Node, Any] = {}
         self.plan: dict[fx.Node, NodePlan] | None = None
         self.last_use = {}
@@ -121,7 +98,7 @@ class IncrementalOcclusion:
             if node.op == "placeholder":
                 val = image
             elif node.op == "get_attr":
-                val = _fetch(self.model, node.target)
+                val = fetch(self.model, node.target)
             elif node.op == "output":
                 out = fx.node.map_arg(node.args[0], lambda a: env[a])
                 break
@@ -130,7 +107,7 @@ class IncrementalOcclusion:
                 kwargs = fx.node.map_arg(node.kwargs, lambda a: env[a])
                 val = call_node(node, self.modules, args, kwargs)
             env[node] = val
-            cache[node] = _clone(val)
+            cache[node] = val.clone() if isinstance(val, torch.Tensor) else val
         self.cache = cache
         self._pads: dict[tuple[fx.Node, float], dict] = {}
         if self.plan is None:
@@ -184,7 +161,7 @@ class IncrementalOcclusion:
         np_ = NodePlan("patch", spec, region, box)
         if spec.kind == "avgpool":
             in_shape = tuple(self.cache[node.args[0]].shape[-2:])
-            np_.divisor = tuple(_avg_divisor(in_shape[i], shape[i], spec, i) for i in range(2))
+            np_.divisor = tuple(avg_divisor(in_shape[i], shape[i], spec, i) for i in range(2))
         return np_
 
     def _count_macs(self, node: fx.Node, plan: dict[fx.Node, NodePlan]) -> None:
@@ -304,16 +281,26 @@ class IncrementalOcclusion:
             p = self.plan[node]
             if node.op == "output":
                 return fx.node.map_arg(node.args[0], lambda a: self._value(a, env, b))
-            if p.state == "full" and p.spec.kind == "maxpool":
-                s = p.spec
-                env[node] = max_pool(self._value(node.args[0], env, b), s.kernel, s.stride, s.padding, s.dilation,
-                                     tuple(self.cache[node].shape[-2:]))
-            elif p.state in ("full", "value"):
-                env[node] = self._call(node, lambda a: self._value(a, env, b, meta=p.state == "value"))
+            if p.state == "full":
+                env[node] = self._run_full(node, p, env, b)
+            elif p.state == "value":
+                env[node] = self._call(node, lambda a: self._value(a, env, b, meta=True))
                 for a in node.all_input_nodes:
                     if self.last_use.get(a) is node:
                         env.pop(a, None)
         raise Unsupported("the graph has no output")  # pragma: no cover
+
+    def _run_full(self, node: fx.Node, p: NodePlan, env, b: int) -> Any:
+        """One node on the batch of full maps (max pooling by strided maxima, convolutions of changes if ``lowp``)."""
+        s = p.spec
+        if s.kind == "maxpool":
+            return max_pool(self._value(node.args[0], env, b), s.kernel, s.stride, s.padding, s.dilation,
+                            tuple(self.cache[node].shape[-2:]))
+        if s.kind == "conv" and self.lowp is not None and not node.kwargs and len(node.args) == 1:
+            src = node.args[0]
+            m = self.modules[node.target]
+            return self.lowp.conv(m, self.cache[node], self._value(src, env, b), self.cache[src], m.padding)
+        return self._call(node, lambda a: self._value(a, env, b))
 
     def _patch_phase(self, idx: torch.Tensor, g: int, make_input) -> dict[fx.Node, torch.Tensor]:
         """Run the patch nodes for one group; returns the full maps the full phase needs."""
@@ -357,6 +344,13 @@ class IncrementalOcclusion:
         start = (box.top * s[0] - pd[0], box.left * s[1] - pd[1])
         size = tuple((box.size[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 for i in range(2))
         pad = float("-inf") if spec.kind == "maxpool" else 0.0
+        if spec.kind == "conv" and self.lowp is not None:
+            m = self.modules[node.target]
+            change = read_change(self.cache[src][0], env[src], self.box(src, idx, g), start, size,
+                                 self.lowp.dtype, self._padded(src, 0.0))
+            clean_out = read(self.cache[node][0], None, None, (box.top, box.left), box.size, 0.0,
+                             self._padded(node, 0.0))
+            return self.lowp.conv(m, clean_out, change, None)
         crop = read(self.cache[src][0], env[src], self.box(src, idx, g), start, size, pad, self._padded(src, pad))
         if spec.kind == "conv":
             m = self.modules[node.target]
@@ -387,13 +381,3 @@ class IncrementalOcclusion:
         if isinstance(val, torch.Tensor) and val.dim() == 4 and val.shape[-2:] != (1, 1):
             return read(val[0], None, None, (box.top, box.left), box.size, 0.0, self._padded(a, 0.0))  # its box
         return val
-
-
-def _avg_divisor(n_in: int, n_out: int, spec: OpSpec, i: int) -> torch.Tensor:
-    """Per-output-row divisor factor of average pooling (as PyTorch's CPU kernel computes it)."""
-    k, s, p = spec.kernel[i], spec.stride[i], spec.padding[i]
-    start = torch.arange(n_out) * s - p
-    end = torch.clamp(start + k, max=n_in + p)
-    size = end - start
-    clipped = torch.clamp(end, max=n_in) - torch.clamp(start, min=0)
-    return (size if spec.count_include_pad else clipped).to(torch.float32)

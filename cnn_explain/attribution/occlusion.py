@@ -44,6 +44,7 @@ from .._utils import as_batch, check_channels, forward_logits, positive_int, pro
 from ..hooks import _check_model, preserved, select_output
 from ._regions import read
 from ._windows import Grid, assemble, make_grid, pair_arg, resolve_baseline, window_mask
+from ._lowp import native_bfloat16
 from .incremental import IncrementalOcclusion, Unsupported
 from .result import Attribution
 
@@ -66,6 +67,8 @@ class OcclusionResult(Attribution):
         fallback_reason: why incremental inference was not used, or None.
         drops: ``(N, rows, cols)`` score drop at every window position.
         batch_size: positions per batch.
+        extra: ``mode="approx"``: ``positions_computed``, ``positions`` and
+            ``precision`` (``"bfloat16"`` when convolution changes ran in bfloat16).
         deviation: for ``mode="approx"`` with ``compare_exact=True``: ``max_abs``,
             ``rel_max_abs`` (÷ the exact map's max |value|) and ``pearson`` against the exact map.
     """
@@ -99,6 +102,7 @@ def occlusion(
     output: Any = None,
     approx_tau: float | None = 0.75,
     approx_drill: float = 0.2,
+    approx_precision: str = "auto",
     compare_exact: bool = False,
 ) -> OcclusionResult:
     """Occlusion heatmap of the target class for each image.
@@ -123,6 +127,11 @@ def occlusion(
         approx_drill: ``mode="approx"``: fraction of the positions left out of the
             first (checkerboard) pass that are computed afterwards, those with the
             largest estimated drops; 1.0 computes them all.
+        approx_precision: ``mode="approx"``: ``"bfloat16"`` computes the *changes*
+            of convolution outputs in bfloat16 (clean values stay float32, see
+            `cnn_explain.attribution._lowp`), ``"float32"`` does not, ``"auto"``
+            uses bfloat16 when the CPU multiplies it natively (AMX / AVX512-BF16)
+            and the model is float32 on the CPU.
         compare_exact: ``mode="approx"``: also compute the exact map and report ``deviation``.
 
     Returns:
@@ -153,6 +162,7 @@ def occlusion(
         batch_size = positive_int(batch_size, "batch_size")
     memory_budget = positive_int(memory_budget, "memory_budget")
     _check_approx(approx_tau, approx_drill)
+    lowp = _lowp_dtype(approx_precision, dtype, param) if mode == "approx" else None
     grid = make_grid(tuple(x.shape[-2:]), window, stride)
     with preserved(model, eval=True), torch.inference_mode():
         x = x.to(param.device if param is not None else x.device)
@@ -161,7 +171,10 @@ def occlusion(
         base = resolve_baseline(baseline, x, window)
         run = _Run(model, x, base, tgt.to(x.device), grid, measure, output, batch_size, memory_budget, progress)
         clean = run.score(logits)
-        drops, extra = run.drops(mode, clean, approx_tau, approx_drill)
+        drops, extra = run.drops(mode, clean, approx_tau, approx_drill, lowp)
+        if mode == "approx":
+            used = lowp if lowp is not None and run.engine_name == "incremental" else dtype
+            extra["precision"] = str(used).removeprefix("torch.")
         deviation = None
         if mode == "approx" and compare_exact:
             exact = run.drops("exact", clean, None, 1.0)[0]
@@ -182,6 +195,18 @@ def _check_approx(tau: Any, drill: Any) -> None:
         raise ValueError(f"approx_tau must be a number in (0, 1] or None, got {tau!r}")
     if isinstance(drill, bool) or not isinstance(drill, (int, float)) or not 0 <= drill <= 1:
         raise ValueError(f"approx_drill must be a number in [0, 1], got {drill!r}")
+
+
+def _lowp_dtype(precision: Any, dtype: torch.dtype, param: torch.Tensor | None) -> torch.dtype | None:
+    """The dtype approximate occlusion computes convolution changes in (None: the model's own)."""
+    if precision not in ("auto", "bfloat16", "float32"):
+        raise ValueError(f"approx_precision must be 'auto', 'bfloat16' or 'float32', got {precision!r}")
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    on_cpu = param is None or param.device.type == "cpu"
+    return torch.bfloat16 if dtype == torch.float32 and on_cpu and native_bfloat16() else None
 
 
 def _deviation(approx: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
@@ -211,17 +236,17 @@ class _Run:
             return s.gather(1, self.target[:, None])[:, 0].double()
         return s[:, self.target[image]].double()
 
-    def drops(self, mode: str, clean: torch.Tensor, tau: float | None, drill: float):
+    def drops(self, mode: str, clean: torch.Tensor, tau: float | None, drill: float, lowp=None):
         """``(N, rows, cols)`` drops, and extra information (positions computed)."""
-        engine = None if mode == "batched" else self._incremental(tau if mode == "approx" else None)
+        engine = None if mode == "batched" else self._incremental(tau if mode == "approx" else None, lowp)
         if mode != "approx":
             return self._compute(engine, clean, torch.arange(len(self.grid))), {}
         return _drill_down(self, engine, clean, drill)
 
-    def _incremental(self, tau: float | None) -> IncrementalOcclusion | None:
+    def _incremental(self, tau: float | None, lowp=None) -> IncrementalOcclusion | None:
         try:
             rows, cols = self.grid.positions()
-            engine = IncrementalOcclusion(self.model, tuple(self.x.shape[1:]), rows, cols, tau=tau)
+            engine = IncrementalOcclusion(self.model, tuple(self.x.shape[1:]), rows, cols, tau=tau, lowp=lowp)
             engine.prepare(self.x[:1])
             self.engine_name = "incremental"
             return engine

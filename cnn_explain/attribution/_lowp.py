@@ -1,0 +1,73 @@
+"""Low-precision *change* propagation for approximate incremental occlusion.
+
+Convolutions dominate the cost of incremental occlusion. On CPUs with native
+bfloat16 matrix units (AMX, AVX512-BF16) a bfloat16 convolution ran 6.4× faster
+than float32 here (``(231, 512, 11, 11)`` by 512 3×3 filters: 66 ms against
+423 ms). Running the occluded network in bfloat16 outright is too coarse for
+occlusion: the score drops are a few per cent of the score, and on the VGG-11
+benchmark bfloat16 rounding of the *unchanged* activations (recomputed inside
+every box, with a batch-size-dependent accumulation order) gave a noise of 40 %
+of the drops' spread (Pearson 0.95 to the exact map).
+
+A convolution is linear, so the change of its output is the convolution of the
+change of its input: ``conv(x + d) = conv(x) + conv_nobias(d)``. Keeping the
+clean values in float32 (the cache) and computing only ``conv_nobias(d)`` in
+bfloat16 makes the rounding error proportional to the *change*: where nothing
+changed, ``d`` is exactly zero and the clean float32 value comes back exactly.
+Every other operation (activations, pooling, BatchNorm, the classifier) runs in
+float32 on ``clean + change``.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> conv = nn.Conv2d(4, 8, 3).requires_grad_(False)
+    >>> x, d = torch.randn(2, 4, 9, 9), torch.zeros(2, 4, 9, 9)
+    >>> d[:, :, 3:5, 3:5] = 0.1
+    >>> lowp = LowPrecision(torch.bfloat16)
+    >>> out = lowp.conv(conv, conv(x), x + d, x)
+    >>> float((out - conv(x + d)).abs().max()) < 1e-2, torch.equal(out[..., 0, 0], conv(x)[..., 0, 0])
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LowPrecision", "native_bfloat16"]
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX512-BF16); emulated bfloat16 is slower than float32."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    try:
+        return torch.backends.mkldnn.is_available() and any(bool(c()) for c in checks if c is not None)
+    except Exception:  # private helpers: absent or failing means "do not rely on it"
+        return False
+
+
+class LowPrecision:
+    """Convolutions of changes in a low-precision dtype, with the weights converted once per module."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self._weights: dict[int, torch.Tensor] = {}
+
+    def conv(self, m: nn.Conv2d, clean_out: torch.Tensor, x: torch.Tensor, clean_x: torch.Tensor | None,
+             padding=0) -> torch.Tensor:
+        """``m(x)`` as ``clean_out + conv(x - clean_x)``, the second term in ``self.dtype``.
+
+        Args:
+            m: the model's convolution (its stride, dilation, groups; zero padding).
+            clean_out: ``m(clean_x)`` (float32, broadcastable to the output).
+            x: ``(B, C, h, w)`` occluded input; clean_x: the clean input at the same places
+                (None: ``x`` is already the change, in ``self.dtype``).
+            padding: the padding to apply (0 for pre-padded crops; ``m.padding`` for full maps).
+        """
+        w = self._weights.get(id(m))
+        if w is None or w.shape != m.weight.shape:
+            w = self._weights[id(m)] = m.weight.detach().to(self.dtype)
+        d = x if clean_x is None else (x - clean_x).to(self.dtype)
+        return clean_out + F.conv2d(d, w, None, m.stride, padding, m.dilation, m.groups).to(clean_out.dtype)
