@@ -15,7 +15,9 @@ ours exact (``mode="exact"``: incremental inference) and approx
 positions, from :meth:`IncrementalOcclusion.macs`); max |ours − captum| ÷ max
 |captum|, and captum's own noise (the same quantity between two of its
 ``perturbations_per_eval`` settings: float32 results depend on batch size);
-Pearson correlation of approx with exact.
+the same two quantities against a float64 captum run (the ground truth: float32
+results of either tool differ from it by accumulation-order rounding); Pearson
+correlation of approx with exact.
 """
 
 from __future__ import annotations
@@ -66,13 +68,15 @@ def worker(spec: dict) -> dict:
 
     model = build(spec["model"], spec["size"])
     x = torch.rand(1, 3, spec["size"], spec["size"], generator=torch.Generator().manual_seed(0))
+    if spec["method"] == "captum_f64":  # the float64 reference both float32 maps are measured against
+        model, x = model.double(), x.double()
     with torch.inference_mode():
         target = int(model(x).argmax())
     w, s = spec["window"], spec["stride"]
     rss0 = _reset_peak()
     t0 = time.perf_counter()
     info = {}
-    if spec["method"] == "captum":
+    if spec["method"].startswith("captum"):
         with torch.inference_mode():
             f = lambda z: torch.softmax(model(z), 1)  # noqa: E731
             a = Occlusion(f).attribute(x, sliding_window_shapes=(3, w, w), strides=(3, s, s), target=target,
@@ -132,16 +136,19 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def bench_case(name: str, size: int, window: int, stride: int, ppes, tmp: Path) -> dict:
     res, maps = {}, {}
-    for method, ppe in [("captum", p) for p in ppes] + [("exact", None), ("approx", None)]:
-        key = method if ppe is None else f"captum{ppe}"
+    runs = [("captum", p) for p in ppes] + [("exact", None), ("approx", None), ("captum_f64", 64)]
+    for method, ppe in runs:
+        key = f"captum{ppe}" if method == "captum" else method
         spec = dict(model=name, size=size, window=window, stride=stride, method=method, ppe=ppe,
                     out=str(tmp / f"{name}_{key}.pt"))
         res[key] = _run(spec)
         maps[key] = torch.load(spec["out"])
         print(f"  {name} {key}: {res[key]['time']:.2f} s, peak {res[key]['peak_mib']:.0f} MiB", flush=True)
-    best = min((k for k in res if k.startswith("captum")), key=lambda k: res[k]["time"])
-    cap = maps[best]
-    others = [k for k in res if k.startswith("captum") and k != best]
+    captums = [k for k in res if k.startswith("captum") and k != "captum_f64"]
+    best = min(captums, key=lambda k: res[k]["time"])
+    cap, truth = maps[best], maps["captum_f64"]
+    others = [k for k in captums if k != best]
+    scale64 = float(truth.abs().max())
     scale = float(cap.abs().max())
     positions = (-(-(size - window) // stride) + 1) ** 2
     return {
@@ -150,6 +157,9 @@ def bench_case(name: str, size: int, window: int, stride: int, ppes, tmp: Path) 
         "approx": res["approx"]["time"], "limit": mac_limit(name, size, window, stride),
         "diff": float((maps["exact"] - cap).abs().max()) / scale,
         "noise": max((float((maps[k] - cap).abs().max()) / scale for k in others), default=float("nan")),
+        "err64_exact": float((maps["exact"].double() - truth).abs().max()) / scale64,
+        "err64_captum": max(float((maps[k].double() - truth).abs().max()) / scale64 for k in captums),
+        "precision": res["approx"].get("precision"),
         "pearson": _pearson(maps["approx"], maps["exact"]),
         "mem_captum": res[best]["peak_mib"], "mem_exact": res["exact"]["peak_mib"],
         "engine": res["exact"].get("engine"),
@@ -159,14 +169,15 @@ def bench_case(name: str, size: int, window: int, stride: int, ppes, tmp: Path) 
 def table(rows: list[dict]) -> str:
     head = ("| model | input | window/stride | positions | captum s (best ppe) | exact s | approx s | "
             "exact × | approx × | MAC limit × | exact % of limit | max Δ vs captum / max | captum ppe noise | "
-            "approx Pearson | peak MiB captum / exact |")
-    lines = [head, "|" + "---|" * head.count("|")[:-1] if False else "|" + "---|" * (head.count("|") - 1)]
+            "max Δ vs float64: exact / captum (worst ppe) | approx Pearson | peak MiB captum / exact |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         sx, sa = r["captum"] / r["exact"], r["captum"] / r["approx"]
         lines.append(
             f"| {r['model']} | {r['input']} | {r['window']} | {r['positions']} | {r['captum']:.2f} ({r['ppe']}) | "
             f"{r['exact']:.2f} | {r['approx']:.2f} | {sx:.2f} | {sa:.2f} | {r['limit']:.2f} | "
-            f"{100 * sx / r['limit']:.0f}% | {r['diff']:.1e} | {r['noise']:.1e} | {r['pearson']:.3f} | "
+            f"{100 * sx / r['limit']:.0f}% | {r['diff']:.1e} | {r['noise']:.1e} | "
+            f"{r['err64_exact']:.1e} / {r['err64_captum']:.1e} | {r['pearson']:.3f} | "
             f"{r['mem_captum']:.0f} / {r['mem_exact']:.0f} |")
     return "\n".join(lines)
 

@@ -228,6 +228,7 @@ class _Run:
         self.batch_size = batch_size
         self.batch = batch_size or 1
         self.engine_name, self.fallback_reason = "batched", None
+        self.prepared: int | None = None  # the image the engine's cache holds
 
     def score(self, logits: torch.Tensor, image: int | None = None) -> torch.Tensor:
         """Target score per row of ``logits`` (one image's target, or each row's own image)."""
@@ -248,6 +249,7 @@ class _Run:
             rows, cols = self.grid.positions()
             engine = IncrementalOcclusion(self.model, tuple(self.x.shape[1:]), rows, cols, tau=tau, lowp=lowp)
             engine.prepare(self.x[:1])
+            self.prepared = 0
             self.engine_name = "incremental"
             return engine
         except Unsupported as exc:
@@ -273,8 +275,9 @@ class _Run:
         bar = progress_bar(total=n * len(idx), enabled=self.progress, desc="occlusion", unit="pos")
         try:
             for i in range(n):
-                if engine is not None:
+                if engine is not None and self.prepared != i:
                     engine.prepare(self.x[i:i + 1])
+                    self.prepared = i
                 for chunk in torch.split(idx if engine is None else engine.sort(idx), batch):
                     logits = self._logits(engine, i, chunk)
                     out[i, chunk] = clean[i] - self.score(logits, i)
