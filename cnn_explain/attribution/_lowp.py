@@ -71,3 +71,7 @@ class LowPrecision:
             w = self._weights[id(m)] = m.weight.detach().to(self.dtype)
         d = x if clean_x is None else (x - clean_x).to(self.dtype)
         return clean_out + F.conv2d(d, w, None, m.stride, padding, m.dilation, m.groups).to(clean_out.dtype)
+
+    def linear(self, m: nn.Linear, clean_out: torch.Tensor, x: torch.Tensor, clean_x: torch.Tensor) -> torch.Tensor:
+        """``m(x)`` as ``clean_out + linear(x - clean_x)`` (in the model's dtype: linear layers are cheap)."""
+        return clean_out + F.linear(x - clean_x, m.weight)

@@ -296,10 +296,12 @@ class IncrementalOcclusion:
         if s.kind == "maxpool":
             return max_pool(self._value(node.args[0], env, b), s.kernel, s.stride, s.padding, s.dilation,
                             tuple(self.cache[node].shape[-2:]))
-        if s.kind == "conv" and self.lowp is not None and not node.kwargs and len(node.args) == 1:
-            src = node.args[0]
-            m = self.modules[node.target]
-            return self.lowp.conv(m, self.cache[node], self._value(src, env, b), self.cache[src], m.padding)
+        if self.lowp is not None and node.op == "call_module" and not node.kwargs and len(node.args) == 1:
+            src, m = node.args[0], self.modules[node.target]
+            if s.kind == "conv":
+                return self.lowp.conv(m, self.cache[node], self._value(src, env, b), self.cache[src], m.padding)
+            if isinstance(m, nn.Linear):
+                return self.lowp.linear(m, self.cache[node], self._value(src, env, b), self.cache[src])
         return self._call(node, lambda a: self._value(a, env, b))
 
     def _patch_phase(self, idx: torch.Tensor, g: int, make_input) -> dict[fx.Node, torch.Tensor]:
