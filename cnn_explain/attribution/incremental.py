@@ -268,15 +268,18 @@ class IncrementalOcclusion:
     # ------------------------------------------------------------------ running
     def run(self, idx: torch.Tensor, make_input) -> Any:
         """Model outputs for positions ``idx``; ``make_input(idx, box)`` returns the occluded input boxes."""
-        full: dict[fx.Node, list[torch.Tensor]] = {}
-        groups = self.group[idx]
-        cuts = torch.nonzero(groups[1:] != groups[:-1])[:, 0] + 1
-        for part in torch.tensor_split(idx, cuts.tolist()):
-            g = int(self.group[part[0]])
-            for node, val in self._patch_phase(part, g, make_input).items():
-                full.setdefault(node, []).append(val)
-        env: dict[fx.Node, Any] = {n: torch.cat(v) if len(v) > 1 else v[0] for n, v in full.items()}
         b = len(idx)
+        groups = self.group[idx]
+        cuts = (torch.nonzero(groups[1:] != groups[:-1])[:, 0] + 1).tolist()
+        env: dict[fx.Node, Any] = {}
+        for part, start in zip(torch.tensor_split(idx, cuts), [0] + cuts):
+            for node, val in self._patch_phase(part, int(self.group[part[0]]), make_input).items():
+                if not cuts:
+                    env[node] = val
+                    continue
+                if node not in env:  # filled group by group: no list of parts, no concatenated copy
+                    env[node] = val.new_empty((b,) + tuple(val.shape[1:]))
+                env[node][start:start + len(part)] = val
         for node in self.nodes:
             p = self.plan[node]
             if node.op == "output":
