@@ -64,14 +64,16 @@ def test_group_positions_is_a_product_of_row_and_column_groups():
     assert all(len(set(grid[:, j].tolist())) == len(set(grid[:, 0].tolist())) for j in range(12))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("cls, shape, window, stride", [(Residual, (15, 13), 3, 1), (Strided, (15, 13), 3, 1)])
-def test_many_groups_still_exact(cls, shape, window, stride, monkeypatch):
+def test_many_groups_still_exact(cls, shape, window, stride, channels_last, monkeypatch):
     monkeypatch.setattr(_grouping, "NODE_OVERHEAD", 0.0)  # tiny nets: grouping would not pay; force it
     model = _seeded(cls)
     x = torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     g = make_grid(shape, (window, window), (stride, stride))
     with torch.inference_mode():
-        eng = IncrementalOcclusion(model, (3, *shape), *g.positions(), min_group=1, max_groups=4)
+        eng = IncrementalOcclusion(model, (3, *shape), *g.positions(), min_group=1, max_groups=4,
+                                   channels_last=channels_last)
         eng.prepare(x)
         assert len(eng.group.unique()) > 1
         idx = eng.sort(torch.arange(len(g)))
@@ -118,8 +120,9 @@ def _reference_read(cached, patch, box, start, size, pad):
                             int(start[1][b]) + m:int(start[1][b]) + m + size[1]] for b in range(len(start[0]))])
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("inside", [True, False])
-def test_read_and_read_change_against_a_loop(inside):
+def test_read_and_read_change_against_a_loop(inside, channels_last):
     g = torch.Generator().manual_seed(int(inside))
     cached, patch = torch.randn(4, 9, 8, generator=g), torch.randn(5, 4, 3, 2, generator=g)
     box = Box((3, 2), torch.tensor([0, 2, 6, 3, 1]), torch.tensor([0, 5, 6, 2, 4]))
@@ -128,10 +131,12 @@ def test_read_and_read_change_against_a_loop(inside):
     size = (5, 4)
     for pad in (0.0, float("-inf")):
         ref = _reference_read(cached, patch, box, start, size, pad)
-        assert torch.equal(read(cached, patch, box, start, size, pad, {}), ref)
+        out = read(cached, patch, box, start, size, pad, {}, channels_last)
+        assert torch.equal(out, ref)
+        assert out.is_contiguous(memory_format=torch.channels_last) == (channels_last and inside)
     clean = _reference_read(cached, torch.stack([cached[:, t:t + 3, l:l + 2] for t, l in
                                                  zip(box.top.tolist(), box.left.tolist())]), box, start, size, 0.0)
-    change = read_change(cached, patch, box, start, size, torch.float32, {})
+    change = read_change(cached, patch, box, start, size, torch.float32, {}, channels_last)
     assert torch.equal(change, _reference_read(cached, patch, box, start, size, 0.0) - clean)
 
 

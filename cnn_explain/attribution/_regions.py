@@ -125,6 +125,50 @@ def _flat_index(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int
     return flat.reshape(flat.shape[0], -1), ok.reshape(ok.shape[0], -1)
 
 
+def _windows(cached: torch.Tensor, start, size, pad: float, padded: dict | None, channels_last: bool) -> torch.Tensor:
+    """``(B, C, L, Lw)`` windows of ``cached`` padded with ``pad``: one indexing op (NHWC strides if ``channels_last``)."""
+    c, n_rows, n_cols = cached.shape
+    lo = int(torch.minimum(start[0].min(), start[1].min()))
+    margin = max(0, -lo, int(start[0].max()) + size[0] - n_rows, int(start[1].max()) + size[1] - n_cols)
+    key = "nhwc" if channels_last else "nchw"
+    if padded is None or padded.get(key, (-1, None))[0] < margin:
+        full = F.pad(cached, (margin,) * 4, value=pad) if margin else cached
+        full = full.permute(1, 2, 0).contiguous() if channels_last else full.contiguous()
+        if padded is not None:
+            padded[key] = (margin, full)
+    else:
+        margin, full = padded[key]
+    hp, wp = (full.shape[0], full.shape[1]) if channels_last else full.shape[-2:]
+    rows, cols = start[0] + margin, start[1] + margin
+    if channels_last:  # each window row is one contiguous run of L·C values: 3-4× faster to copy
+        win = full.as_strided((hp - size[0] + 1, wp - size[1] + 1, size[0], size[1], c), (wp * c, c, wp * c, c, 1))
+        return win[rows, cols].permute(0, 3, 1, 2)
+    win = full.as_strided((hp - size[0] + 1, wp - size[1] + 1, c, size[0], size[1]), (wp, 1, hp * wp, wp, 1))
+    return win[rows, cols]
+
+
+def _paste_index(box: Box, start, size) -> torch.Tensor | None:
+    """``(B, h·w)`` flat index of each patch value inside its window, or None if some patch sticks out."""
+    (h, w), (n_rows, n_cols) = box.size, size
+    dr, dc = box.top - start[0], box.left - start[1]
+    if not bool(((dr >= 0) & (dr + h <= n_rows) & (dc >= 0) & (dc + w <= n_cols)).all()):
+        return None
+    rows = dr[:, None] + torch.arange(h)
+    cols = dc[:, None] + torch.arange(w)
+    return (rows[:, :, None] * n_cols + cols[:, None, :]).reshape(len(dr), h * w)
+
+
+def _scatter(out: torch.Tensor, flat: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Write ``values`` ``(B, C, h, w)`` at ``flat`` into ``out`` ``(B, C, L, Lw)`` (NCHW or NHWC strides), in place."""
+    b, c = out.shape[:2]
+    if out.stride(1) == 1 and c > 1:  # NHWC: scatter whole pixels (C contiguous values each)
+        base = out.permute(0, 2, 3, 1).view(b, -1, c)
+        base.scatter_(1, flat[:, :, None].expand(-1, -1, c), values.permute(0, 2, 3, 1).reshape(b, -1, c))
+    else:
+        out.view(b, c, -1).scatter_(2, flat[:, None, :].expand(-1, c, -1), values.reshape(b, c, -1))
+    return out
+
+
 def read(
     cached: torch.Tensor,
     patch: torch.Tensor | None,
@@ -133,6 +177,7 @@ def read(
     size: tuple[int, int],
     pad: float = 0.0,
     padded: dict | None = None,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Windows of the occluded map, one per position.
 
@@ -148,35 +193,20 @@ def read(
         size: ``(L, Lw)`` window size.
         pad: value outside the map (0 for convolutions, ``-inf`` for max pooling).
         padded: a dict reused across calls for the same ``cached`` and ``pad`` (the padded map).
+        channels_last: return NHWC strides (the same values).
 
     Returns:
         ``(B, C, L, Lw)``.
     """
-    c, n_rows, n_cols = cached.shape
+    c = cached.shape[0]
     if start[0].numel() == 0:
         return cached.new_empty((0, c, *size))
-    lo = int(torch.minimum(start[0].min(), start[1].min()))
-    margin = max(0, -lo, int(start[0].max()) + size[0] - n_rows, int(start[1].max()) + size[1] - n_cols)
-    if padded is None or padded.get("margin", -1) < margin:
-        full = (F.pad(cached, (margin,) * 4, value=pad) if margin else cached).contiguous()
-        if padded is not None:
-            padded.update(margin=margin, map=full)
-    else:
-        full, margin = padded["map"], padded["margin"]
-    hp, wp = full.shape[-2:]
-    windows = full.as_strided((hp - size[0] + 1, wp - size[1] + 1, c, size[0], size[1]), (wp, 1, hp * wp, wp, 1))
-    out = windows[start[0] + margin, start[1] + margin]  # one indexing op (many small copies stall when loaded)
+    out = _windows(cached, start, size, pad, padded, channels_last)
     if patch is None:
         return out
-    (h, w), (n_rows_out, n_cols_out) = box.size, size
-    dr, dc = box.top - start[0], box.left - start[1]
-    if bool(((dr >= 0) & (dr + h <= n_rows_out) & (dc >= 0) & (dc + w <= n_cols_out)).all()):
-        # the patch lies inside every window (the usual case): paste it with one scatter
-        rows = dr[:, None] + torch.arange(h)
-        cols = dc[:, None] + torch.arange(w)
-        flat = (rows[:, :, None] * n_cols_out + cols[:, None, :]).reshape(len(dr), 1, h * w)
-        out.view(out.shape[0], c, -1).scatter_(2, flat.expand(-1, c, -1), patch.reshape(patch.shape[0], c, -1))
-        return out
+    flat = _paste_index(box, start, size)
+    if flat is not None:  # the patch lies inside every window (the usual case): one scatter
+        return _scatter(out, flat, patch)
     rows = start[0][:, None] + torch.arange(size[0])
     cols = start[1][:, None] + torch.arange(size[1])
     pflat, inside = _flat_index(rows - box.top[:, None], cols - box.left[:, None], *box.size)
@@ -192,6 +222,7 @@ def read_change(
     size: tuple[int, int],
     dtype: torch.dtype,
     padded: dict | None = None,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Windows of the *change* of the map (occluded − clean), in ``dtype``: zero outside each patch.
 
@@ -207,19 +238,16 @@ def read_change(
         >>> torch.equal(read_change(cached, patch, box, start, (4, 4), torch.float32), ref)
         True
     """
-    (h, w), (n_rows, n_cols) = box.size, size
-    dr, dc = box.top - start[0], box.left - start[1]
-    if not bool(((dr >= 0) & (dr + h <= n_rows) & (dc >= 0) & (dc + w <= n_cols)).all()):
-        clean = read(cached, None, None, start, size, 0.0, padded)
-        return (read(cached, patch, box, start, size, 0.0, padded) - clean).to(dtype)
-    change = patch - read(cached, None, None, (box.top, box.left), box.size, 0.0, padded)
+    flat = _paste_index(box, start, size)
+    if flat is None:
+        clean = read(cached, None, None, start, size, 0.0, padded, channels_last)
+        return (read(cached, patch, box, start, size, 0.0, padded, channels_last) - clean).to(dtype)
+    change = patch - read(cached, None, None, (box.top, box.left), box.size, 0.0, padded, channels_last)
     b, c = patch.shape[:2]
-    out = torch.zeros((b, c, n_rows * n_cols), dtype=dtype)
-    rows = dr[:, None] + torch.arange(h)
-    cols = dc[:, None] + torch.arange(w)
-    flat = (rows[:, :, None] * n_cols + cols[:, None, :]).reshape(b, 1, h * w)
-    out.scatter_(2, flat.expand(-1, c, -1), change.reshape(b, c, -1).to(dtype))
-    return out.reshape(b, c, n_rows, n_cols)
+    shape = (b, size[0], size[1], c) if channels_last else (b, c, size[0], size[1])
+    out = torch.zeros(shape, dtype=dtype)
+    out = out.permute(0, 3, 1, 2) if channels_last else out
+    return _scatter(out, flat, change.to(dtype))
 
 
 def _gather(src: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:

@@ -66,6 +66,8 @@ class IncrementalOcclusion:
         max_groups: at most this many row groups and this many column groups.
         lowp: None (exact), or a dtype (``torch.bfloat16``) in which convolutions
             compute the *change* of their output (approximate, see `._lowp`).
+        channels_last: run the changed boxes with NHWC strides (None: when ``lowp``
+            is set: bfloat16 convolutions take NHWC input without a reorder).
 
     Raises:
         Unsupported: the model cannot be traced or has an operation without a region rule.
@@ -73,7 +75,7 @@ class IncrementalOcclusion:
 
     def __init__(self, model: nn.Module, image_shape: tuple[int, int, int], rows, cols, *,
                  tau: float | None = None, full_threshold: float = 0.6, min_group: int = 8,
-                 max_groups: int = 4, lowp: torch.dtype | None = None) -> None:
+                 max_groups: int = 4, lowp: torch.dtype | None = None, channels_last: bool | None = None) -> None:
         self.model = model
         self.graph = trace(model)
         self.modules = dict(model.named_modules())
@@ -83,6 +85,7 @@ class IncrementalOcclusion:
         self.window = Region(tuple(rows), tuple(cols), self.image_shape[1:])
         self.tau, self.full_threshold, self.min_group, self.max_groups = tau, full_threshold, min_group, max_groups
         self.lowp = LowPrecision(lowp) if lowp is not None else None
+        self.channels_last = lowp is not None if channels_last is None else channels_last
         self.cache: dict[fx.Node, Any] = {}
         self.plan: dict[fx.Node, NodePlan] | None = None
         self.last_use = {}
@@ -352,11 +355,12 @@ class IncrementalOcclusion:
         if spec.kind == "conv" and self.lowp is not None:
             m = self.modules[node.target]
             change = read_change(self.cache[src][0], env[src], self.box(src, idx, g), start, size,
-                                 self.lowp.dtype, self._padded(src, 0.0))
+                                 self.lowp.dtype, self._padded(src, 0.0), self.channels_last)
             clean_out = read(self.cache[node][0], None, None, (box.top, box.left), box.size, 0.0,
-                             self._padded(node, 0.0))
+                             self._padded(node, 0.0), self.channels_last)
             return self.lowp.conv(m, clean_out, change, None)
-        crop = read(self.cache[src][0], env[src], self.box(src, idx, g), start, size, pad, self._padded(src, pad))
+        crop = read(self.cache[src][0], env[src], self.box(src, idx, g), start, size, pad, self._padded(src, pad),
+                    self.channels_last)
         if spec.kind == "conv":
             m = self.modules[node.target]
             return F.conv2d(crop, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
@@ -379,10 +383,12 @@ class IncrementalOcclusion:
             abox = self.box(a, idx, g)
             if abox.size == box.size and torch.equal(abox.top, box.top) and torch.equal(abox.left, box.left):
                 return env[a]
-            return read(self.cache[a][0], env[a], abox, (box.top, box.left), box.size, 0.0, self._padded(a, 0.0))
+            return read(self.cache[a][0], env[a], abox, (box.top, box.left), box.size, 0.0, self._padded(a, 0.0),
+                        self.channels_last)
         if ap.state == "value":
             return self._call(a, lambda n: self._value(n, env, len(idx), meta=True))
         val = self.cache[a]
         if isinstance(val, torch.Tensor) and val.dim() == 4 and val.shape[-2:] != (1, 1):
-            return read(val[0], None, None, (box.top, box.left), box.size, 0.0, self._padded(a, 0.0))  # its box
+            return read(val[0], None, None, (box.top, box.left), box.size, 0.0, self._padded(a, 0.0),
+                        self.channels_last)  # its box
         return val
