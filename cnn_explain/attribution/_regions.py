@@ -153,9 +153,7 @@ def _paste_index(box: Box, start, size) -> torch.Tensor | None:
     dr, dc = box.top - start[0], box.left - start[1]
     if not bool(((dr >= 0) & (dr + h <= n_rows) & (dc >= 0) & (dc + w <= n_cols)).all()):
         return None
-    rows = dr[:, None] + torch.arange(h)
-    cols = dc[:, None] + torch.arange(w)
-    return (rows[:, :, None] * n_cols + cols[:, None, :]).reshape(len(dr), h * w)
+    return _flat_index(dr[:, None] + torch.arange(h), dc[:, None] + torch.arange(w), n_rows, n_cols)[0]
 
 
 def _scatter(out: torch.Tensor, flat: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -261,12 +259,9 @@ def materialize(cached: torch.Tensor, patch: torch.Tensor, box: Box) -> torch.Te
     """Full occluded maps ``(B, C, H, W)``: copies of ``cached`` with each position's patch pasted in."""
     b, c = patch.shape[:2]
     n_rows, n_cols = cached.shape[-2:]
-    full = cached.reshape(1, c, -1).repeat(b, 1, 1)  # always a new tensor (never the cache)
-    rows = box.top[:, None] + torch.arange(box.size[0])
-    cols = box.left[:, None] + torch.arange(box.size[1])
-    flat, _ = _flat_index(rows, cols, n_rows, n_cols)
-    full.scatter_(2, flat[:, None, :].expand(b, c, flat.shape[1]), patch.reshape(b, c, -1))
-    return full.reshape(b, c, n_rows, n_cols)
+    full = cached.reshape(1, c, n_rows, n_cols).repeat(b, 1, 1, 1)  # always a new tensor (never the cache)
+    zero = torch.zeros_like(box.top)
+    return _scatter(full, _paste_index(box, (zero, zero), (n_rows, n_cols)), patch)
 
 
 def max_pool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int] = (0, 0),
