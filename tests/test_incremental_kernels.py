@@ -62,6 +62,16 @@ def test_group_positions_is_a_product_of_row_and_column_groups():
     # positions in one window row and one window column group share a group id
     grid = ids.reshape(12, 12)
     assert all(len(set(grid[:, j].tolist())) == len(set(grid[:, 0].tolist())) for j in range(12))
+    # product structure: two window rows either share every group or none
+    for i in range(12):
+        for k in range(12):
+            same = torch.equal(grid[i], grid[k])
+            assert same or not set(grid[i].tolist()) & set(grid[k].tolist())
+    # positions with the same row and column sizes never end up in different groups
+    sig = torch.cat([rows, cols], 1)
+    for a in range(0, 144, 7):
+        twins = (sig == sig[a]).all(1)
+        assert len(ids[twins].unique()) == 1
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
