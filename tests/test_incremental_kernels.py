@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from test_incremental import Residual, Strided, _seeded
 
 from cnn_explain.attribution import _grouping
+from cnn_explain.attribution import _regions as regions
 from cnn_explain.attribution._grouping import group_positions, partition_axis
 from cnn_explain.attribution._lowp import native_bfloat16
 from cnn_explain.attribution._regions import Box, max_pool, read, read_change
@@ -128,6 +129,30 @@ def _reference_read(cached, patch, box, start, size, pad):
     occ = F.pad(occ, (m, m, m, m), value=pad)
     return torch.stack([occ[b, :, int(start[0][b]) + m:int(start[0][b]) + m + size[0],
                             int(start[1][b]) + m:int(start[1][b]) + m + size[1]] for b in range(len(start[0]))])
+
+
+@pytest.mark.parametrize("origin", [(-2, -1), (0, 0)])  # past the border (padded copy) / inside (a view)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_read_by_a_bank_of_lattice_windows(channels_last, origin, monkeypatch):
+    """Window starts on a lattice (a grid seen through a stride, with repeats, past the borders)
+    are copied out of a bank of the distinct windows; equal to the loop and to the per-element path."""
+    g = torch.Generator().manual_seed(3)
+    cached = torch.randn(3, 5, 13, 12, generator=g)[1]  # a view with a storage offset
+    grid = torch.cartesian_prod(torch.arange(origin[0], origin[0] + 9, 2), torch.arange(origin[1], origin[1] + 7, 2))
+    rows, cols = torch.cat([grid[:, 0], grid[:5, 0]]), torch.cat([grid[:, 1], grid[7:12, 1]])
+    box = Box((2, 2), (rows + 1).clamp(0, 11), (cols + 1).clamp(0, 10))
+    patch = torch.randn(len(rows), 5, 2, 2, generator=g)
+    used = []
+    bank = regions._bank
+    monkeypatch.setattr(regions, "_bank", lambda *a, **k: used.append(bank(*a, **k) is not None) or bank(*a, **k))
+    for pad in (0.0, float("-inf")):
+        ref = _reference_read(cached, patch, box, (rows, cols), (5, 4), pad)
+        assert torch.equal(read(cached, patch, box, (rows, cols), (5, 4), pad, {}, channels_last), ref)
+    assert used and all(used)  # 20 lattice windows for 25 positions: the bank is taken
+    monkeypatch.setattr(regions, "_bank", lambda *a, **k: None)
+    for pad in (0.0, float("-inf")):
+        ref = _reference_read(cached, patch, box, (rows, cols), (5, 4), pad)
+        assert torch.equal(read(cached, patch, box, (rows, cols), (5, 4), pad, {}, channels_last), ref)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

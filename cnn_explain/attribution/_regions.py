@@ -17,9 +17,10 @@ the region's corner and shifted inside the map at the borders.
 
 `read` cuts, for every position of a batch, a window of a feature map as it
 would be after occlusion: the changed patch where it lies, the cached clean map
-elsewhere, and a padding value outside the map: one indexing op into the
-windows of a padded copy of the clean map, one gather of the patch values and a
-``where``. (Stacking per-position slices was 10× faster on a quiet machine but
+elsewhere, and a padding value outside the map: the windows are copied out of
+a padded copy of the clean map (whole windows from a bank of the distinct ones
+when the starts lie on a small lattice, else one indexing op), then each
+position's patch is scattered in. (Stacking per-position slices was 10× faster on a quiet machine but
 its hundreds of small parallel copies stalled for seconds when other processes
 held the cores.)
 """
@@ -140,11 +141,49 @@ def _windows(cached: torch.Tensor, start, size, pad: float, padded: dict | None,
         margin, full = padded[key]
     hp, wp = (full.shape[0], full.shape[1]) if channels_last else full.shape[-2:]
     rows, cols = start[0] + margin, start[1] + margin
+    bank = _bank(full, rows, cols, size, channels_last)
+    if bank is not None:
+        return bank
     if channels_last:  # each window row is one contiguous run of L·C values: 3-4× faster to copy
         win = full.as_strided((hp - size[0] + 1, wp - size[1] + 1, size[0], size[1], c), (wp * c, c, wp * c, c, 1))
         return win[rows, cols].permute(0, 3, 1, 2)
     win = full.as_strided((hp - size[0] + 1, wp - size[1] + 1, c, size[0], size[1]), (wp, 1, hp * wp, wp, 1))
     return win[rows, cols]
+
+
+def _bank(full: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, size, channels_last: bool,
+          limit: float = 2.0) -> torch.Tensor | None:
+    """Windows at ``(rows, cols)`` by way of a contiguous *bank* of the distinct windows, or None.
+
+    The window starts of a batch lie on a lattice ``(r0 + i·gr, c0 + j·gc)`` (the
+    positions' grid, seen through the layer's stride). Copying the lattice's
+    windows once (one strided copy) and then whole windows out of it
+    (``index_select``: one memcpy each) was 5-10× faster than indexing the
+    windows element by element (``(225, 64, 10, 10)`` out of a ``64 × 18 × 18``
+    map: 0.7 ms against 3.6 ms), as long as the lattice has at most ``limit``
+    times as many windows as the batch (NHWC: as many; its element-wise path is
+    already 3-4× faster).
+    """
+    b = rows.numel()
+    r0, c0 = int(rows.min()), int(cols.min())
+    gr = math.gcd(*torch.unique(rows - r0).tolist())
+    gc = math.gcd(*torch.unique(cols - c0).tolist())
+    gr, gc = max(gr, 1), max(gc, 1)
+    nr, nc = (int(rows.max()) - r0) // gr + 1, (int(cols.max()) - c0) // gc + 1
+    if nr * nc > b * (1.0 if channels_last else limit):
+        return None
+    (L, Lw) = size
+    if channels_last:
+        hp, wp, c = full.shape
+        view = full.as_strided((nr, nc, L, Lw, c), (gr * wp * c, gc * c, wp * c, c, 1),
+                           full.storage_offset() + (r0 * wp + c0) * c)
+    else:
+        c, hp, wp = full.shape
+        view = full.as_strided((nr, nc, c, L, Lw), (gr * wp, gc, hp * wp, wp, 1),
+                           full.storage_offset() + r0 * wp + c0)
+    flat = ((rows - r0) // gr) * nc + (cols - c0) // gc
+    out = view.reshape((nr * nc,) + tuple(view.shape[2:])).index_select(0, flat)
+    return out.permute(0, 3, 1, 2) if channels_last else out
 
 
 def _paste_index(box: Box, start, size) -> torch.Tensor | None:
