@@ -166,18 +166,20 @@ def occlusion(
     grid = make_grid(tuple(x.shape[-2:]), window, stride)
     with preserved(model, eval=True), torch.inference_mode():
         x = x.to(param.device if param is not None else x.device)
-        logits = forward_logits(model, x, output)
-        tgt = resolve_target(target, logits)
         base = resolve_baseline(baseline, x, window)
-        run = _Run(model, x, base, tgt.to(x.device), grid, measure, output, batch_size, memory_budget, progress)
+        run = _Run(model, x, base, None, grid, measure, output, batch_size, memory_budget, progress)
+        engine = run.engine(mode, approx_tau, lowp)
+        logits = run.clean_logits(engine)
+        tgt = resolve_target(target, logits)
+        run.target = tgt.to(x.device)
         clean = run.score(logits)
-        drops, extra = run.drops(mode, clean, approx_tau, approx_drill, lowp)
+        drops, extra = run.drops(mode, clean, approx_drill, engine)
         if mode == "approx":
             used = lowp if lowp is not None and run.engine_name == "incremental" else dtype
             extra["precision"] = str(used).removeprefix("torch.")
         deviation = None
         if mode == "approx" and compare_exact:
-            exact = run.drops("exact", clean, None, 1.0)[0]
+            exact = run.drops("exact", clean, 1.0, run.engine("exact", None, None))[0]
             deviation = _deviation(assemble(drops, grid, x.shape[-2:]), assemble(exact, grid, x.shape[-2:]))
     heat = assemble(drops, grid, x.shape[-2:]).to(x.dtype)
     attribution = heat[:, None].expand(-1, x.shape[1], -1, -1).contiguous()
@@ -237,9 +239,19 @@ class _Run:
             return s.gather(1, self.target[:, None])[:, 0].double()
         return s[:, self.target[image]].double()
 
-    def drops(self, mode: str, clean: torch.Tensor, tau: float | None, drill: float, lowp=None):
-        """``(N, rows, cols)`` drops, and extra information (positions computed)."""
-        engine = None if mode == "batched" else self._incremental(tau if mode == "approx" else None, lowp)
+    def engine(self, mode: str, tau: float | None, lowp=None) -> IncrementalOcclusion | None:
+        """The incremental engine for ``mode``, prepared on image 0 (None: plain batched inference)."""
+        return None if mode == "batched" else self._incremental(tau if mode == "approx" else None, lowp)
+
+    def clean_logits(self, engine: IncrementalOcclusion | None) -> torch.Tensor:
+        """``(N, classes)`` scores of the unoccluded images (one image: the engine's clean pass, not a second one)."""
+        if engine is not None and self.x.shape[0] == 1:
+            out = select_output(self.clean_out, self.output)
+            return out.reshape(out.shape[0], -1)
+        return forward_logits(self.model, self.x, self.output)
+
+    def drops(self, mode: str, clean: torch.Tensor, drill: float, engine: IncrementalOcclusion | None):
+        """``(N, rows, cols)`` drops computed with ``engine`` (from `engine`), and extra information."""
         if mode != "approx":
             return self._compute(engine, clean, torch.arange(len(self.grid))), {}
         return _drill_down(self, engine, clean, drill)
@@ -248,7 +260,7 @@ class _Run:
         try:
             rows, cols = self.grid.positions()
             engine = IncrementalOcclusion(self.model, tuple(self.x.shape[1:]), rows, cols, tau=tau, lowp=lowp)
-            engine.prepare(self.x[:1])
+            self.clean_out = engine.prepare(self.x[:1])
             self.prepared = 0
             self.engine_name = "incremental"
             return engine
