@@ -239,3 +239,21 @@ def test_approx_close_to_exact_on_trained_digits():
     assert pearson >= 0.95 and r.deviation["pearson"] == pytest.approx(pearson, abs=1e-6)
     assert r.deviation["max_abs"] == pytest.approx(float((a - e).abs().max()), rel=1e-4, abs=1e-7)
     assert r.deviation["rel_max_abs"] == pytest.approx(r.deviation["max_abs"] / float(e.abs().max()), rel=1e-6)
+
+
+def test_incremental_clean_scores_come_from_the_engine_clean_pass():
+    """One image: the engine's clean pass gives the clean scores; the model's own forward never runs."""
+    from cnn_explain.models import tiny_vgg
+
+    model = tiny_vgg().eval()
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    try:
+        r = occlusion(model, x, window=4, stride=4, mode="exact", progress=False)
+        assert r.engine == "incremental" and not calls
+        ref = occlusion(model, x, window=4, stride=4, mode="batched", progress=False)
+        assert calls and int(r.target) == int(ref.target)
+        torch.testing.assert_close(r.drops, ref.drops, rtol=0, atol=1e-6)
+    finally:
+        handle.remove()
