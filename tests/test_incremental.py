@@ -57,6 +57,25 @@ class Residual(nn.Module):
         return self.fc(y.view(y.size(0), -1))
 
 
+class SharedBeforeReLU(nn.Module):
+    """A conv output read by a ReLU and by an addition (must not be rectified in place), and
+    ReLUs of single-use inputs (may be): in the patch phase and in the full phase."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4 * 2 * 2, 2)
+
+    def forward(self, x):
+        y = self.a(x)
+        z = F.relu(y) + y
+        w = self.relu(self.b(z))
+        v = torch.relu(F.adaptive_avg_pool2d(w, 2))
+        return self.fc(torch.flatten(v, 1))
+
+
 class ControlFlow(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -196,3 +215,11 @@ def test_approx_tau_changes_little(tiny_resnet):
     same = occlusion(tiny_resnet, x, window=4, stride=2, mode="approx", approx_tau=1.0, approx_drill=1.0,
                      approx_precision="float32", compare_exact=True, progress=False)
     assert same.deviation["rel_max_abs"] < 1e-5  # tau = 1 truncates nothing
+
+
+def test_relu_in_place_only_where_nothing_else_reads():
+    model = _seeded(SharedBeforeReLU)
+    x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    inc, plain = _both(model, x, window=3, stride=2, target=1)
+    assert inc.engine == "incremental"
+    torch.testing.assert_close(inc.drops, plain.drops, rtol=0, atol=1e-12)

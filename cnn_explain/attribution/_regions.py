@@ -332,12 +332,14 @@ def max_pool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], 
     pad = (pw, need_w - w - pw, ph, need_h - h - ph)
     if any(pad):
         x = F.pad(x, pad, value=float("-inf"))
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            view = x[..., i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
-            out = view if out is None else torch.maximum(out, view)
-    return out.clone() if kh * kw == 1 else out
+    views = [x[..., i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
+             for i in range(kh) for j in range(kw)]
+    if len(views) == 1:
+        return views[0].clone()
+    out = torch.maximum(views[0], views[1])
+    for view in views[2:]:
+        torch.maximum(out, view, out=out)  # in place: one allocation per pooling
+    return out
 
 
 def avg_divisor(n_in: int, n_out: int, spec, i: int) -> torch.Tensor:

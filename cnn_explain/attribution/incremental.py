@@ -299,6 +299,10 @@ class IncrementalOcclusion:
     def _run_full(self, node: fx.Node, p: NodePlan, env, b: int) -> Any:
         """One node on the batch of full maps (max pooling by strided maxima, convolutions of changes if ``lowp``)."""
         s = p.spec
+        if s.kind == "pointwise":
+            owned = self._owned_relu_input(node, env)
+            if owned is not None:
+                return torch.relu_(owned)
         if s.kind == "maxpool":
             return max_pool(self._value(node.args[0], env, b), s.kernel, s.stride, s.padding, s.dilation,
                             tuple(self.cache[node].shape[-2:]))
@@ -346,6 +350,9 @@ class IncrementalOcclusion:
         spec = p.spec
         box = self.box(node, idx, g)
         if spec.kind == "pointwise":
+            owned = self._owned_relu_input(node, env)
+            if owned is not None and self.box(node.args[0], idx, g).size == box.size:
+                return torch.relu_(owned)  # boxes of equal size are the same boxes (same region)
             return self._call(node, lambda a: self._read_box(a, box, idx, g, env))
         src = node.args[0]
         k, s, pd, d = spec.kernel, spec.stride, spec.padding, spec.dilation
@@ -372,6 +379,24 @@ class IncrementalOcclusion:
         dr = p.divisor[0][box.top[:, None] + torch.arange(box.size[0])]
         dc = p.divisor[1][box.left[:, None] + torch.arange(box.size[1])]
         return total / (dr[:, None, :, None] * dc[:, None, None, :])
+
+    def _owned_relu_input(self, node: fx.Node, env: dict) -> torch.Tensor | None:
+        """The input of a ReLU node if it may be rectified in place: a batch tensor this engine made
+        (never a cached map), that no other node reads afterwards and no other entry of ``env`` holds."""
+        if node.op == "call_module":
+            if type(self.modules[node.target]) is not nn.ReLU:
+                return None
+        elif not (node.op == "call_function" and node.target in (F.relu, torch.relu)
+                  and node.kwargs in ({}, {"inplace": False})):
+            return None
+        if len(node.args) != 1 or not isinstance(node.args[0], fx.Node):
+            return None
+        src = node.args[0]
+        val = env.get(src)
+        if (len(src.users) != 1 or not isinstance(val, torch.Tensor) or val.requires_grad
+                or any(v is val for k, v in env.items() if k is not src)):
+            return None
+        return val
 
     def _padded(self, node: fx.Node, pad: float) -> dict:
         """The memo of ``node``'s clean map padded with ``pad`` (filled by `read`)."""
