@@ -200,3 +200,26 @@ def test_approx_precision_auto_and_errors():
     assert r64.extra["precision"] == "float64"  # float64 models keep their precision under "auto"
     with pytest.raises(ValueError, match="approx_precision"):
         occlusion(tiny_vgg, x, mode="approx", approx_precision="half", progress=False)
+
+
+def test_sequential_graph_equals_the_fx_trace():
+    """Plain nn.Sequential models skip symbolic tracing; the graph is the one fx makes."""
+    from torch import fx, nn
+
+    from cnn_explain.attribution._graph import _sequential_graph, trace
+    from cnn_explain.models import cifar10_cnn
+
+    class Custom(nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    def signature(graph):
+        return [(n.op, n.target, tuple(map(str, n.args))) for n in graph.nodes]
+
+    nested = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU(), nn.Sequential(nn.MaxPool2d(2))), nn.Flatten())
+    for model in (cifar10_cnn(), nested):
+        assert _sequential_graph(model) is not None
+        assert signature(trace(model)) == signature(fx.Tracer().trace(model))
+    with_custom = nn.Sequential(nn.Conv2d(3, 4, 3), Custom())
+    assert _sequential_graph(with_custom) is None  # a non-leaf child: traced by fx
+    assert signature(trace(with_custom)) == signature(fx.Tracer().trace(with_custom))

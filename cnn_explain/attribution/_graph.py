@@ -88,7 +88,15 @@ def _pair(v: Any) -> tuple[int, int]:
 
 
 def trace(model: nn.Module) -> fx.Graph:
-    """``torch.fx.symbolic_trace`` the model's forward; `Unsupported` if it cannot be traced."""
+    """``torch.fx.symbolic_trace`` the model's forward; `Unsupported` if it cannot be traced.
+
+    An ``nn.Sequential`` of leaf modules (nested ``nn.Sequential`` s flattened) gets
+    the same graph built directly: 0.3 ms instead of 3.3 ms of symbolic tracing
+    (the CIFAR-10 net), which is 5 % of a whole occlusion of it.
+    """
+    graph = _sequential_graph(model)
+    if graph is not None:
+        return graph
     try:
         graph = fx.Tracer().trace(model)
     except Exception as exc:  # tracing runs user code on proxies: any failure means "not traceable"
@@ -96,6 +104,33 @@ def trace(model: nn.Module) -> fx.Graph:
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise Unsupported(f"forward takes {len(placeholders)} inputs; incremental occlusion needs exactly one")
+    return graph
+
+
+def _sequential_graph(model: nn.Module) -> fx.Graph | None:
+    """The graph ``fx.Tracer`` makes of a plain ``nn.Sequential`` of leaf modules, or None."""
+    if type(model) is not nn.Sequential:
+        return None
+    tracer = fx.Tracer()
+    graph = fx.Graph()
+    x = graph.placeholder("input")
+
+    def chain(seq: nn.Sequential, prefix: str):
+        nonlocal x
+        for name, child in seq.named_children():
+            path = f"{prefix}{name}"
+            if type(child) is nn.Sequential:
+                if not chain(child, path + "."):
+                    return False
+            elif tracer.is_leaf_module(child, path) and not child._forward_hooks and not child._forward_pre_hooks:
+                x = graph.call_module(path, (x,))
+            else:
+                return False
+        return True
+
+    if model._forward_hooks or model._forward_pre_hooks or "forward" in vars(model) or not chain(model, ""):
+        return None
+    graph.output(x)
     return graph
 
 
