@@ -241,19 +241,46 @@ def test_approx_close_to_exact_on_trained_digits():
     assert r.deviation["rel_max_abs"] == pytest.approx(r.deviation["max_abs"] / float(e.abs().max()), rel=1e-6)
 
 
-def test_incremental_clean_scores_come_from_the_engine_clean_pass():
-    """One image: the engine's clean pass gives the clean scores; the model's own forward never runs."""
+def test_incremental_clean_scores_come_from_the_engine_clean_pass(monkeypatch):
+    """One image: the engine's clean pass gives the clean scores; no separate forward of the model."""
+    import importlib
+
     from cnn_explain.models import tiny_vgg
 
+    occ_module = importlib.import_module("cnn_explain.attribution.occlusion")  # the module, not the function
     model = tiny_vgg().eval()
     calls = []
-    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    forward_logits = occ_module.forward_logits
+    monkeypatch.setattr(occ_module, "forward_logits", lambda *a: calls.append(1) or forward_logits(*a))
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    r = occlusion(model, x, window=4, stride=4, mode="exact", progress=False)
+    assert r.engine == "incremental" and not calls
+    ref = occlusion(model, x, window=4, stride=4, mode="batched", progress=False)
+    assert calls and int(r.target) == int(ref.target)
+    torch.testing.assert_close(r.drops, ref.drops, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("where", ["model", "conv", "global"])
+def test_forward_hooks_make_incremental_fall_back(where):
+    """A hook that changes a value would be bypassed by incremental inference: plain batched runs."""
+    from cnn_explain.models import tiny_vgg
+
+    model = tiny_vgg().eval().double()
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    double = lambda module, inputs, out: out * 2  # noqa: E731
+    if where == "global":
+        handle = torch.nn.modules.module.register_module_forward_hook(double)
+    else:
+        handle = (model if where == "model" else conv).register_forward_hook(double)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     try:
-        r = occlusion(model, x, window=4, stride=4, mode="exact", progress=False)
-        assert r.engine == "incremental" and not calls
-        ref = occlusion(model, x, window=4, stride=4, mode="batched", progress=False)
-        assert calls and int(r.target) == int(ref.target)
-        torch.testing.assert_close(r.drops, ref.drops, rtol=0, atol=1e-6)
+        with pytest.warns(UserWarning, match="hooks"):
+            r = occlusion(model, x, window=4, stride=4, target=0, progress=False)
+        ref = occlusion(model, x, window=4, stride=4, target=0, mode="batched", progress=False)
     finally:
         handle.remove()
+    assert r.engine == "batched" and "hooks" in r.fallback_reason
+    torch.testing.assert_close(r.drops, ref.drops, rtol=0, atol=0)
+    clean = occlusion(model, x, window=4, stride=4, target=0, progress=False)
+    assert clean.engine == "incremental"
+    assert not torch.allclose(clean.drops, r.drops)  # the hook did change the scores

@@ -33,7 +33,8 @@ from ..hooks import ACTIVATION_TYPES
 if TYPE_CHECKING:
     from ._regions import Box, Region
 
-__all__ = ["Unsupported", "OpSpec", "NodePlan", "trace", "classify", "check_inplace", "call_node", "fetch"]
+__all__ = ["Unsupported", "OpSpec", "NodePlan", "trace", "classify", "check_inplace", "check_hooks", "call_node",
+           "fetch"]
 
 
 class Unsupported(Exception):
@@ -122,13 +123,13 @@ def _sequential_graph(model: nn.Module) -> fx.Graph | None:
             if type(child) is nn.Sequential:
                 if not chain(child, path + "."):
                     return False
-            elif tracer.is_leaf_module(child, path) and not child._forward_hooks and not child._forward_pre_hooks:
+            elif tracer.is_leaf_module(child, path):
                 x = graph.call_module(path, (x,))
             else:
                 return False
         return True
 
-    if model._forward_hooks or model._forward_pre_hooks or "forward" in vars(model) or not chain(model, ""):
+    if "forward" in vars(model) or not chain(model, ""):
         return None
     graph.output(x)
     return graph
@@ -259,6 +260,24 @@ def check_inplace(graph: fx.Graph, modules: dict[str, nn.Module]) -> set[fx.Node
         if later:
             raise Unsupported(f"{describe(node, modules)} changes a value in place that is read again later")
     return inplace
+
+
+def check_hooks(modules: dict[str, nn.Module]) -> None:
+    """`Unsupported` if a forward (pre-)hook is registered on the model, one of its modules, or globally.
+
+    Incremental inference computes convolutions and poolings of crops with the
+    modules' weights, and never calls the model's own ``forward``: a hook that
+    changes a value would be skipped, so such models run plain batched inference
+    (captum, which calls the model, sees the hooks too).
+    """
+    from torch.nn.modules import module as _module
+
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        raise Unsupported("global forward hooks are registered (incremental inference would bypass them)")
+    for name, m in modules.items():
+        if m._forward_hooks or m._forward_pre_hooks:
+            where = f"{type(m).__name__} ({name})" if name else "the model"
+            raise Unsupported(f"{where} has forward hooks (incremental inference would bypass them)")
 
 
 def call_node(node: fx.Node, modules: dict[str, nn.Module], args: tuple, kwargs: dict) -> Any:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ._grouping import group_positions
-from ._graph import NodePlan, OpSpec, Unsupported, call_node, check_inplace, classify, fetch, trace
+from ._graph import NodePlan, OpSpec, Unsupported, call_node, check_hooks, check_inplace, classify, fetch, trace
 from ._lowp import LowPrecision
 from ._regions import Box, Region, avg_divisor, conv_range, materialize, max_pool, read, read_change
 
@@ -77,8 +77,9 @@ class IncrementalOcclusion:
                  tau: float | None = None, full_threshold: float = 0.6, min_group: int = 8,
                  max_groups: int = 4, lowp: torch.dtype | None = None, channels_last: bool | None = None) -> None:
         self.model = model
-        self.graph = trace(model)
         self.modules = dict(model.named_modules())
+        check_hooks(self.modules)
+        self.graph = trace(model)
         self.inplace = check_inplace(self.graph, self.modules)
         self.nodes = list(self.graph.nodes)
         self.image_shape = tuple(image_shape)
