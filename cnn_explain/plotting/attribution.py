@@ -176,7 +176,9 @@ def sanity_figure(result: Any, index: int = 0, *, alpha: float = 0.6) -> Figure:
     for key, color in (("spearman", "tab:blue"), ("ssim", "tab:orange")):
         values = getattr(result, key).numpy()
         ax.plot(x, values, color=color, alpha=0.25, linewidth=0.8)
-        ax.plot(x, np.nanmean(values, axis=1), color=color, linewidth=2.2, marker="o", label=key)
+        seen = ~np.isnan(values)  # a step whose similarities are all NaN (constant maps) plots as a gap
+        mean = np.where(seen.any(1), np.where(seen, values, 0).sum(1) / np.maximum(seen.sum(1), 1), np.nan)
+        ax.plot(x, mean, color=color, linewidth=2.2, marker="o", label=key)
     ax.axhline(0.0, color="0.6", linewidth=0.8)
     ax.set_xticks(x, steps, rotation=30, fontsize=8)
     ax.set_ylabel("similarity to original")
