@@ -244,8 +244,9 @@ class IncrementalOcclusion:
             area = 0
             for g in groups:
                 mem = members[g]
-                sub = Region((p.region.rows[0][mem], p.region.rows[1][mem]),
-                             (p.region.cols[0][mem], p.region.cols[1][mem]), p.region.shape).box()
+                sub = p.box if len(groups) == 1 else Region(
+                    (p.region.rows[0][mem], p.region.rows[1][mem]),
+                    (p.region.cols[0][mem], p.region.cols[1][mem]), p.region.shape).box()
                 p.sizes[g] = sub.size
                 p.top[mem], p.left[mem] = sub.top, sub.left
                 area += len(mem) * sub.size[0] * sub.size[1]
