@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._regions import Box, Region
 
 __all__ = ["Unsupported", "OpSpec", "NodePlan", "trace", "classify", "check_inplace", "check_hooks", "call_node",
-           "fetch"]
+           "fetch", "count_macs", "rectifiable_input"]
 
 
 class Unsupported(Exception):
@@ -311,3 +311,49 @@ def fetch(model: nn.Module, target: str) -> Any:
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def count_macs(node: fx.Node, p: NodePlan, modules: dict[str, nn.Module], cache: dict[fx.Node, Any]) -> None:
+    """Fill ``p.macs`` of a conv / linear node: per image, and per position on the true region."""
+    if node.op != "call_module":
+        return
+    m, out = modules[node.target], cache[node]
+    if isinstance(m, nn.Conv2d):
+        per_out = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+    elif isinstance(m, nn.Linear):
+        per_out = m.in_features
+    else:
+        return
+    total = per_out * out.numel()
+    if p.state == "const":
+        needed = computed = 0.0
+    elif p.region is not None and isinstance(m, nn.Conv2d):
+        needed = per_out * out.shape[1] * float(p.region.area.double().mean())
+        computed = total if p.box is None else per_out * out.shape[1] * p.box.size[0] * p.box.size[1]
+        if p.state == "patch":
+            p.macs["per_value"] = float(per_out * out.shape[1])
+    else:
+        needed = computed = float(total)
+    p.macs.update(full=float(total), needed=needed, computed=float(computed))
+
+
+def rectifiable_input(node: fx.Node, modules: dict[str, nn.Module], env: dict[fx.Node, Any]) -> torch.Tensor | None:
+    """The input of a ReLU node if it may be rectified in place, else None.
+
+    It must be a batch tensor the engine made (in ``env``, never a cached map),
+    read by no other node and held by no other entry of ``env``.
+    """
+    if node.op == "call_module":
+        if type(modules[node.target]) is not nn.ReLU:
+            return None
+    elif not (node.op == "call_function" and node.target in (F.relu, torch.relu)
+              and node.kwargs in ({}, {"inplace": False})):
+        return None
+    if len(node.args) != 1 or not isinstance(node.args[0], fx.Node):
+        return None
+    src = node.args[0]
+    val = env.get(src)
+    if (len(src.users) != 1 or not isinstance(val, torch.Tensor) or val.requires_grad
+            or any(v is val for k, v in env.items() if k is not src)):
+        return None
+    return val

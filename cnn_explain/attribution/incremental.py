@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ._grouping import group_positions
-from ._graph import NodePlan, OpSpec, Unsupported, call_node, check_hooks, check_inplace, classify, fetch, trace
+from ._graph import (NodePlan, OpSpec, Unsupported, call_node, check_hooks, check_inplace, classify, count_macs, fetch,
+                     rectifiable_input, trace)
 from ._lowp import LowPrecision
 from ._regions import Box, Region, avg_divisor, conv_range, materialize, max_pool, read, read_change
 
@@ -136,7 +137,7 @@ class IncrementalOcclusion:
                 plan[node] = NodePlan("value", spec)
             else:
                 plan[node] = self._plan_changed(node, spec, plan, states, full_threshold, tau)
-            self._count_macs(node, plan)
+            count_macs(node, plan[node], self.modules, self.cache)
         return plan
 
     def _plan_changed(self, node, spec, plan, states, full_threshold, tau) -> NodePlan:
@@ -167,30 +168,6 @@ class IncrementalOcclusion:
             in_shape = tuple(self.cache[node.args[0]].shape[-2:])
             np_.divisor = tuple(avg_divisor(in_shape[i], shape[i], spec, i) for i in range(2))
         return np_
-
-    def _count_macs(self, node: fx.Node, plan: dict[fx.Node, NodePlan]) -> None:
-        """Multiply-accumulates of conv / linear nodes: per image, and per position on the true region."""
-        if node.op != "call_module":
-            return
-        m, np_ = self.modules[node.target], plan[node]
-        out = self.cache[node]
-        if isinstance(m, nn.Conv2d):
-            per_out = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-        elif isinstance(m, nn.Linear):
-            per_out = m.in_features
-        else:
-            return
-        total = per_out * out.numel()
-        if np_.state == "const":
-            needed = computed = 0.0
-        elif np_.region is not None and isinstance(m, nn.Conv2d):
-            needed = per_out * out.shape[1] * float(np_.region.area.double().mean())
-            computed = total if np_.box is None else per_out * out.shape[1] * np_.box.size[0] * np_.box.size[1]
-            if np_.state == "patch":
-                np_.macs["per_value"] = float(per_out * out.shape[1])
-        else:
-            needed = computed = float(total)
-        np_.macs.update(full=float(total), needed=needed, computed=float(computed))
 
     def macs(self, full_threshold: float | None = None, tau: float | None = None) -> dict[str, float]:
         """Per-image MACs: ``full`` (one forward), ``needed`` (mean over positions of the changed
@@ -302,7 +279,7 @@ class IncrementalOcclusion:
         """One node on the batch of full maps (max pooling by strided maxima, convolutions of changes if ``lowp``)."""
         s = p.spec
         if s.kind == "pointwise":
-            owned = self._owned_relu_input(node, env)
+            owned = rectifiable_input(node, self.modules, env)
             if owned is not None:
                 return torch.relu_(owned)
         if s.kind == "maxpool":
@@ -352,7 +329,7 @@ class IncrementalOcclusion:
         spec = p.spec
         box = self.box(node, idx, g)
         if spec.kind == "pointwise":
-            owned = self._owned_relu_input(node, env)
+            owned = rectifiable_input(node, self.modules, env)
             if owned is not None and self.box(node.args[0], idx, g).size == box.size:
                 return torch.relu_(owned)  # boxes of equal size are the same boxes (same region)
             return self._call(node, lambda a: self._read_box(a, box, idx, g, env))
@@ -381,24 +358,6 @@ class IncrementalOcclusion:
         dr = p.divisor[0][box.top[:, None] + torch.arange(box.size[0])]
         dc = p.divisor[1][box.left[:, None] + torch.arange(box.size[1])]
         return total / (dr[:, None, :, None] * dc[:, None, None, :])
-
-    def _owned_relu_input(self, node: fx.Node, env: dict) -> torch.Tensor | None:
-        """The input of a ReLU node if it may be rectified in place: a batch tensor this engine made
-        (never a cached map), that no other node reads afterwards and no other entry of ``env`` holds."""
-        if node.op == "call_module":
-            if type(self.modules[node.target]) is not nn.ReLU:
-                return None
-        elif not (node.op == "call_function" and node.target in (F.relu, torch.relu)
-                  and node.kwargs in ({}, {"inplace": False})):
-            return None
-        if len(node.args) != 1 or not isinstance(node.args[0], fx.Node):
-            return None
-        src = node.args[0]
-        val = env.get(src)
-        if (len(src.users) != 1 or not isinstance(val, torch.Tensor) or val.requires_grad
-                or any(v is val for k, v in env.items() if k is not src)):
-            return None
-        return val
 
     def _padded(self, node: fx.Node, pad: float) -> dict:
         """The memo of ``node``'s clean map padded with ``pad`` (filled by `read`)."""
