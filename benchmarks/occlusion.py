@@ -97,10 +97,11 @@ def worker(spec: dict) -> dict:
         return r.attribution, {"engine": r.engine, "batch": r.batch_size, **dict(r.extra)}
 
     first = None
-    for _ in range(spec.get("warmup", 0)):  # untimed: first-use kernel creation and memory first-touch
+    for i in range(spec.get("warmup", 0)):  # untimed: first-use kernel creation and memory first-touch
         t0 = time.perf_counter()
         call()
-        first = time.perf_counter() - t0 if first is None else first
+        if i == 0:
+            first = time.perf_counter() - t0
     rss0 = _reset_peak()
     t0 = time.perf_counter()
     a, info = call()
@@ -191,7 +192,7 @@ def bench_case(name: str, size: int, window: int, stride: int, ppes, tmp: Path, 
         "model": name, "input": f"3×{size}×{size}", "window": f"{window}/{stride}", "positions": positions,
         "captum": res[best]["time"], "ppe": int(best[6:]), "exact": res["exact"]["time"],
         "approx": res["approx"]["time"], "limit": mac_limit(name, size, window, stride),
-        "exact_first": res["exact"]["first"], "captum_first": res[best]["first"], "warmup": warmup,
+        "exact_first": res["exact"]["first"], "warmup": warmup,
         "diff": float((maps["exact"] - cap).abs().max()) / scale,
         "noise": max((float((maps[k] - cap).abs().max()) / scale for k in others), default=float("nan")),
         "err64_exact": float((maps["exact"].double() - truth).abs().max()) / scale64,
@@ -242,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
             repeat = max(args.repeat, c.get("repeat", 1))
             rows.append(bench_case(name, size, c["window"], c["stride"], ppes, Path(tmp), repeat, c["warmup"]))
     text = table(rows)
+    warm = [n for n in args.cases if CASES[n]["warmup"]]
+    more = "".join(f", {n}: {max(args.repeat, CASES[n].get('repeat', 1))}" for n in args.cases
+                   if CASES[n].get("repeat", 1) > args.repeat)
     note = (f"\n\nMeasured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores shared with other jobs "
             f"(torch {torch.__version__}, {'--quick' if args.quick else 'full'} run); each time is the fastest of "
-            f"{args.repeat} runs (cifar10_cnn: 5), each in a fresh process (cifar10_cnn: the second call in that "
-            "process, after one untimed call of the same method; our first call in parentheses); peak memory = the largest "
-            "VmHWM growth during a run. Ratios are what matters.")
+            f"{args.repeat} runs{f' ({more[2:]})' if more else ''}, each in a fresh process"
+            + (f" ({', '.join(warm)}: the second call in that process, after one untimed call of the same method; "
+               "our first call in parentheses)" if warm else "")
+            + "; peak memory = the largest VmHWM growth during a run. Ratios are what matters.")
     context = HERE / "occlusion_context.md"  # hand-written reading of the runs, kept across re-runs
     if context.exists():
         note += "\n\n" + context.read_text().strip()

@@ -330,8 +330,8 @@ class IncrementalOcclusion:
         box = self.box(node, idx, g)
         if spec.kind == "pointwise":
             owned = rectifiable_input(node, self.modules, env)
-            if owned is not None and self.box(node.args[0], idx, g).size == box.size:
-                return torch.relu_(owned)  # boxes of equal size are the same boxes (same region)
+            if owned is not None:  # a one-input pointwise node has its input's region, hence its boxes
+                return torch.relu_(owned)
             return self._call(node, lambda a: self._read_box(a, box, idx, g, env))
         src = node.args[0]
         k, s, pd, d = spec.kernel, spec.stride, spec.padding, spec.dilation
