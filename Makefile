@@ -12,7 +12,7 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch would pull the multi-GB CUDA build.
 	$(BIN)/pip install -q -c $(CONSTRAINTS) torch
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[test,docs,tsne]"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[test,docs,tsne,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)
