@@ -1,0 +1,262 @@
+r"""Exact Integrated Gradients for piecewise-linear networks (ExactLine: Sotoudeh & Thakur 2019,
+"Computing Linear Restrictions of Neural Networks").
+
+A network made of conv, linear, ReLU, max / average pooling, BatchNorm in eval
+mode, residual adds, concatenation and flatten is piecewise linear. On the
+straight path $x(t) = b + t\,(x - b)$ it is affine between finitely many
+breakpoints $0 = t_0 < t_1 < \dots < t_m = 1$, so its gradient is constant on
+each piece and the Integrated Gradients integral is a finite sum:
+
+\[ \mathrm{IG}(x) = (x - b) \odot \sum_{p=0}^{m-1} (t_{p+1} - t_p)\,
+   \nabla S_c\big(x(\tfrac{t_p + t_{p+1}}{2})\big) \]
+
+The breakpoints are found by running the model on the points found so far
+(one batch row per point, $t_0 = 0$, $t_1 = 1$ to start) under a
+`torch.overrides.TorchFunctionMode` that sees every call of the real forward:
+
+* at a ReLU call, between two consecutive points every pre-activation is
+  affine in $t$ (once all earlier breakpoints are known), so a sign change
+  gives the crossing $t^* = t_i + (t_{i+1} - t_i)\,v_i / (v_i - v_{i+1})$;
+* at a 2-D max-pooling call, two window elements that cross *at the window's
+  maximum* change the winner at that $t^*$.
+
+Each pass adds the crossings of the first nonlinear call that has new ones
+(the earlier calls are complete, so those crossings are exact, never
+spurious), and passes repeat until no call has any. Any other nonlinearity
+(sigmoid, GELU, SiLU, softmax, ...) raises a ``ValueError`` naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .._utils import forward_logits, progress_bar
+from ._relu import OTHER_ACTIVATIONS, _relu_call
+
+__all__ = ["exact_integrated_gradients", "path_gradients", "breakpoints", "check_piecewise_linear"]
+
+_REFUSED_FUNCS: dict[Any, str] = {
+    **OTHER_ACTIVATIONS,
+    F.softmax: "softmax", F.log_softmax: "log_softmax", torch.softmax: "softmax", torch.log_softmax: "log_softmax",
+    torch.exp: "exp", torch.Tensor.exp: "exp", torch.log: "log", torch.Tensor.log: "log",
+    torch.abs: "abs", torch.Tensor.abs: "abs", torch.sqrt: "sqrt", torch.Tensor.sqrt: "sqrt",
+    torch.pow: "pow", torch.Tensor.pow: "pow", torch.Tensor.__pow__: "pow",
+    F.adaptive_max_pool2d: "adaptive_max_pool2d", F.adaptive_max_pool1d: "adaptive_max_pool1d",
+    F.max_pool1d: "max_pool1d", F.max_pool3d: "max_pool3d", F.lp_pool2d: "lp_pool2d",
+    F.layer_norm: "layer_norm", F.group_norm: "group_norm", F.instance_norm: "instance_norm",
+    F.logsigmoid: "logsigmoid", F.softsign: "softsign", F.tanhshrink: "tanhshrink", F.softmin: "softmin",
+}
+_OK_MODULES = (nn.ReLU, nn.MaxPool2d)
+_REFUSED_MODULES = (
+    nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
+    nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Softmax, nn.LogSoftmax,
+    nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d, nn.LPPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool1d,
+    nn.MaxPool1d, nn.MaxPool3d, nn.FractionalMaxPool2d, nn.MultiheadAttention,
+)
+
+
+def check_piecewise_linear(model: nn.Module) -> None:
+    """Raise ``ValueError`` naming the first module that is not piecewise linear (ReLU and max-pool are)."""
+    for name, m in model.named_modules():
+        if isinstance(m, _REFUSED_MODULES) and not isinstance(m, _OK_MODULES):
+            raise ValueError(
+                f"exact=True needs a piecewise-linear network (conv, linear, ReLU, max/avg pooling, "
+                f"BatchNorm in eval, adds, cat, flatten), but module {name!r} is {type(m).__name__}; "
+                "use exact=False (quadrature) for this model")
+        if isinstance(m, nn.MaxPool2d) and m.ceil_mode:
+            raise ValueError(f"exact=True does not support MaxPool2d with ceil_mode=True (module {name!r})")
+
+
+def _refused_name(func: Any) -> str | None:
+    try:
+        return _REFUSED_FUNCS.get(func)
+    except TypeError:  # unhashable callable
+        return None
+
+
+def _crossings(a: torch.Tensor, c: torch.Tensor, tol: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Rows ``i`` and fractions ``f`` in (0, 1) where ``a[i] + f (c[i] - a[i])`` changes sign (``(P-1, D)`` in)."""
+    mask = (a * c < 0) & (a.abs() > tol) & (c.abs() > tol)
+    rows, cols = mask.nonzero(as_tuple=True)
+    fa, fc = a[rows, cols], c[rows, cols]
+    return rows, cols, fa / (fa - fc)
+
+
+class _LineMode(TorchFunctionMode):
+    """Runs the forward on points ``t`` (one batch row each) and records, per nonlinear call, new breakpoints."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        super().__init__()
+        self.t = t
+        self.calls = 0
+        self.found: dict[int, list[torch.Tensor]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = _refused_name(func)
+        if name is not None:
+            raise ValueError(f"exact=True needs a piecewise-linear network, but the forward calls {name} "
+                             f"({getattr(func, '__qualname__', name)}); use exact=False for this model")
+        hit = _relu_call(func, args, kwargs)
+        if hit is not None:
+            self._record(self._relu(hit[0]))
+        elif func in (F.max_pool2d, F.max_pool2d_with_indices, torch.max_pool2d):
+            self._record(self._maxpool(*args, **kwargs))
+        elif func is F.batch_norm and (kwargs.get("training") or (len(args) > 5 and args[5])):
+            raise ValueError("exact=True needs BatchNorm in eval mode (running statistics)")
+        return func(*args, **kwargs)
+
+    def _record(self, t_new: torch.Tensor) -> None:
+        self.found.setdefault(self.calls, []).append(t_new)
+        self.calls += 1
+
+    def _at(self, rows: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+        t = self.t.to(frac.device, frac.dtype)
+        return t[rows] + frac * (t[rows + 1] - t[rows])
+
+    def _tol(self, v: torch.Tensor) -> torch.Tensor:
+        return 100 * torch.finfo(v.dtype).eps * v.abs().amax(1, keepdim=True)
+
+    def _relu(self, x: torch.Tensor) -> torch.Tensor:
+        v = x.detach().reshape(x.shape[0], -1)
+        tol = self._tol(v)[:-1]
+        rows, _, frac = _crossings(v[:-1], v[1:], torch.maximum(tol, self._tol(v)[1:]))
+        return self._at(rows, frac)
+
+    def _maxpool(self, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+        if ceil_mode:
+            raise ValueError("exact=True does not support max-pooling with ceil_mode=True")
+        p, c = x.shape[:2]
+        pair = torch.nn.modules.utils._pair
+        k, s = pair(kernel_size), pair(stride if stride else kernel_size)
+        pad, dil = pair(padding), pair(dilation)
+        xp = F.pad(x.detach().reshape(p * c, 1, *x.shape[2:]), (pad[1], pad[1], pad[0], pad[0]), value=-torch.inf)
+        u = F.unfold(xp, k, dilation=dil, stride=s).reshape(p, c, k[0] * k[1], -1)  # (P, C, K, L)
+        u = u.permute(0, 1, 3, 2).reshape(p, -1, k[0] * k[1])  # (P, C*L, K)
+        tol = 100 * torch.finfo(x.dtype).eps * u.nan_to_num(neginf=0).abs().amax((1, 2))
+        found = []
+        for j in range(u.shape[2]):
+            for m in range(j + 1, u.shape[2]):
+                d = u[:, :, j] - u[:, :, m]
+                rows, cols, frac = _crossings(d[:-1].nan_to_num(0.0), d[1:].nan_to_num(0.0), tol[:-1, None])
+                if rows.numel() == 0:
+                    continue
+                lo, hi = u[rows, cols], u[rows + 1, cols]  # (M, K) the windows at both ends
+                at = lo + frac[:, None] * (hi - lo)
+                top = at.nan_to_num(nan=-torch.inf).amax(1)
+                keep = at[:, j] >= top - 1e3 * tol[rows]
+                found.append(self._at(rows[keep], frac[keep]))
+        return torch.cat(found) if found else x.new_zeros(0)
+
+
+def _line_pass(model, x, b, t, chunk, output) -> dict[int, torch.Tensor]:
+    """One forward over all points ``t`` (in chunks overlapping by one point); new breakpoints per call."""
+    found: dict[int, list[torch.Tensor]] = {}
+    step = max(1, chunk - 1)
+    with torch.no_grad():
+        for s in range(0, max(1, len(t) - 1), step):
+            ts = t[s:s + step + 1]
+            mode = _LineMode(ts)
+            with mode:
+                forward_logits(model, b + ts.to(x.dtype).view(-1, 1, 1, 1) * (x - b), output)
+            for k, v in mode.found.items():
+                found.setdefault(k, []).extend(v)
+    return {k: torch.cat(v) for k, v in found.items()}
+
+
+def _merge(t: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``t`` plus the points of ``new`` farther than a rounding error from every point kept."""
+    gap = 100 * torch.finfo(t.dtype).eps
+    allt = torch.cat([t, new.to(t.dtype).cpu().clamp(0, 1)]).sort().values
+    keep = torch.ones_like(allt, dtype=torch.bool)
+    keep[1:] = allt[1:] - allt[:-1] > gap
+    out = allt[keep]
+    out[0], out[-1] = 0.0, 1.0
+    return out
+
+
+def breakpoints(model: nn.Module, x: torch.Tensor, b: torch.Tensor, *, chunk: int = 256,
+                output: Any = None, max_passes: int = 10_000) -> torch.Tensor:
+    """Every point of [0, 1] where the network changes linear region on the path ``b + t (x - b)``.
+
+    Args:
+        model: a piecewise-linear network in eval mode.
+        x, b: one image and its baseline, ``(1, C, H, W)`` each.
+        chunk: points per forward pass.
+        output: selects the score tensor from a model returning a tuple/dict.
+        max_passes: a safety limit on forward passes over all points.
+
+    Returns:
+        ``(m + 1,)`` float64 CPU tensor ``0 = t_0 < ... < t_m = 1``.
+    """
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    for _ in range(max_passes):
+        found = _line_pass(model, x, b, t, chunk, output)
+        for k in sorted(found):
+            merged = _merge(t, found[k])
+            if len(merged) > len(t):
+                t = merged
+                break
+        else:
+            return t
+    raise RuntimeError(f"no fixed point of the breakpoint search after {max_passes} passes")
+
+
+def path_gradients(model: nn.Module, points: torch.Tensor, target: torch.Tensor, chunk: int,
+                   output: Any = None, progress: bool = False, desc: str = "") -> torch.Tensor:
+    """``d S_target / d input`` at each row of ``points`` (``(R, C, H, W)``), ``chunk`` rows at a time.
+
+    ``target`` is ``(R,)``. The model must already be frozen and in eval mode.
+    """
+    grads = torch.empty_like(points)
+    for s in progress_bar(range(0, points.shape[0], chunk), enabled=progress, desc=desc, unit="chunk"):
+        rows = slice(s, s + chunk)
+        with torch.inference_mode(False), torch.enable_grad():
+            leaf = points[rows].detach().clone().requires_grad_(True)
+            logits = forward_logits(model, leaf.clone(), output)
+            score = logits.gather(1, target[rows].to(logits.device)[:, None]).sum()
+            if not score.requires_grad:
+                raise ValueError("the model's output does not depend on x through differentiable operations")
+            (g,) = torch.autograd.grad(score, leaf)
+        grads[rows] = g.detach()
+    return grads
+
+
+def exact_integrated_gradients(model: nn.Module, x: torch.Tensor, b: torch.Tensor, target: torch.Tensor, *,
+                               chunk: int = 256, output: Any = None,
+                               progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact IG integral for each image of a piecewise-linear network.
+
+    The caller has put the model in eval mode with frozen parameters.
+
+    Args:
+        model: the network.
+        x, b: images and baselines ``(N, C, H, W)`` (float64 recommended).
+        target: ``(N,)`` classes.
+        chunk: rows per forward pass (breakpoint search and gradients).
+        output: selects the score tensor from a model returning a tuple/dict.
+        progress: a progress bar over images.
+
+    Returns:
+        ``(attribution (N, C, H, W), pieces (N,) int64)``.
+
+    Raises:
+        ValueError: a module or call that is not piecewise linear (named).
+    """
+    check_piecewise_linear(model)
+    att, pieces = torch.empty_like(x), torch.zeros(x.shape[0], dtype=torch.long)
+    for i in progress_bar(range(x.shape[0]), enabled=progress, desc="exact IG", unit="image"):
+        xi, bi = x[i:i + 1], b[i:i + 1]
+        t = breakpoints(model, xi, bi, chunk=chunk, output=output)
+        mid = ((t[:-1] + t[1:]) / 2).to(x.device, x.dtype)
+        length = (t[1:] - t[:-1]).to(x.device, x.dtype)
+        pts = bi + mid.view(-1, 1, 1, 1) * (xi - bi)
+        g = path_gradients(model, pts, target[i].repeat(len(mid)), chunk, output)
+        att[i] = (xi - bi)[0] * (length.view(-1, 1, 1, 1) * g).sum(0)
+        pieces[i] = len(mid)
+    return att, pieces
