@@ -1,0 +1,156 @@
+"""``explain_dataset``: explain every image of a data set into resumable Parquet shards.
+
+Example:
+    >>> from cnn_explain.batch import explain_dataset, read_results        # doctest: +SKIP
+    >>> run = explain_dataset("mymodel.py:build", "photos/", out="results/",
+    ...                       methods=("grad_cam", "saliency"), engine="ray", workers=2)  # doctest: +SKIP
+    >>> read_results(run.out).groupby("label").prob.mean()                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._utils import first_conv, positive_int, progress_bar
+from ..images import size_hw
+from ._compute import explain_batch, thumb_hw
+from ._engines import RayOptions, ShardTask, import_ray, run_local, run_ray
+from ._settings import Engine, ModelSource, RunSettings, check_target, fingerprint, parse_methods
+from ._source import Source, make_source
+from ._store import FORMAT, Store
+
+__all__ = ["explain_dataset", "DatasetRun"]
+
+
+@dataclass(frozen=True)
+class DatasetRun:
+    """What a run did.
+
+    Attributes:
+        out: the output folder (``manifest.json`` and ``shard-*.parquet``).
+        rows: rows in the finished run (= samples).
+        seconds: wall time of this call.
+        shards: shards in the run.
+        computed: shards computed by this call (the others were kept from an earlier run).
+        engine: the engine used.
+    """
+
+    out: Path
+    rows: int
+    seconds: float
+    shards: int
+    computed: int
+    engine: Engine
+
+
+def _settings(methods: Any, method_options: dict[str, Any], target: Any, map_size: Any, map_dtype: Any,
+              deletion_steps: Any, shard_size: Any, thumbnail: Any) -> RunSettings:
+    if map_dtype not in ("float16", "float32"):
+        raise ValueError(f"map_dtype must be 'float16' or 'float32', got {map_dtype!r}")
+    return RunSettings(parse_methods(methods, method_options), check_target(target), size_hw(map_size, "map_size"),
+                       map_dtype, positive_int(deletion_steps, "deletion_steps", minimum=0),
+                       positive_int(shard_size, "shard_size"), positive_int(thumbnail, "thumbnail", minimum=0))
+
+
+def _header(settings: RunSettings, source: Source, model: torch.nn.Module, msrc: ModelSource,
+            probe: torch.Tensor) -> dict[str, Any]:
+    hw = tuple(probe.shape[-2:])
+    ids = hashlib.sha256("\n".join(source.ids).encode()).hexdigest()
+    data = {"samples": len(source), "ids_sha256": ids, "classes": source.classes, "input_chw": list(probe.shape),
+            "shard_size": settings.shard_size, "map_hw": list(settings.map_size or hw),
+            "transform": None if getattr(source, "transform", None) is None else repr(source.transform)}
+    if settings.thumbnail:
+        data["thumbnail_hwc"] = [*thumb_hw(hw, settings.thumbnail), int(probe.shape[0])]
+    return {"format": FORMAT, "settings": settings.to_json(),
+            "model": {"source": msrc.describe(), "fingerprint": fingerprint(model)}, "data": data}
+
+
+def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "saliency"), out: str | os.PathLike,
+                    engine: str = "local", workers: int | None = None, batch_size: int = 64, resume: bool = True,
+                    target: Any = None, progress: bool = True, transform: Any = None, image_size: Any = None,
+                    weights: str | os.PathLike | None = None, map_size: Any = None, map_dtype: str = "float16",
+                    deletion_steps: int = 0, shard_size: int = 256, thumbnail: int = 32,
+                    address: str | None = None, runtime_env: dict[str, Any] | None = None,
+                    num_cpus: int | None = None, **method_options: Any) -> DatasetRun:
+    """Explain every sample of ``data`` with each method; write one Parquet row per sample under ``out``.
+
+    Args:
+        model: ``"pkg.module:factory"`` / ``"file.py:factory"``, a zero-argument callable returning an
+            ``nn.Module``, or (``engine="local"`` only) an ``nn.Module``.
+        data: a folder with one subfolder per class, a list of image paths, or a torch ``Dataset``
+            (items ``x``, ``(x, y)``, ``(x, y, mask_or_box)`` or dicts with ``image``/``label``/``mask``/``box``).
+        methods: names (``grad_cam``, ``guided_grad_cam``, ``saliency``/``gradient``, ``guided``, ``deconv``,
+            ``occlusion``), a comma-separated string, or ``{name: options}``.
+        out: the output folder.
+        engine: ``"local"`` (this process) or ``"ray"`` (a pool of Ray actors).
+        workers: Ray actors (None: one per CPU, or per GPU when the cluster has GPUs).
+        batch_size: samples per compute batch (does not change the rows).
+        resume: keep the verified shards of an earlier run of the same settings in ``out``.
+        target: None (predicted class), ``"label"`` or a class index.
+        progress: a progress bar over shards.
+        transform: ``raw image -> (C, H, W)`` for files (and non-tensor data-set items).
+        image_size: resize files read without a transform (int or ``(H, W)``).
+        weights: a state-dict file loaded into the built model (``weights_only=True``).
+        map_size: ``(H, W)`` of the stored maps (default: the input's).
+        map_dtype: ``"float16"`` or ``"float32"``.
+        deletion_steps: > 0 adds each method's deletion and insertion AUC with that many steps.
+        shard_size: rows per shard, the unit of resuming.
+        thumbnail: longest side of the stored input thumbnails (0: none).
+        address, runtime_env, num_cpus: Ray cluster address, extra ``runtime_env``, CPUs of a local cluster.
+        **method_options: per-method options, e.g. ``grad_cam={"layer": "conv2"}``.
+
+    Returns:
+        `DatasetRun`.
+
+    Raises:
+        ValueError / TypeError: bad arguments, data without samples, a model that fails to build
+            or to run on the first sample, an ``out`` holding a different run — all before any shard is computed.
+        ImportError: ``engine="ray"`` without Ray installed.
+    """
+    t0 = time.perf_counter()
+    try:
+        eng = Engine(engine)
+    except ValueError:
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}") from None
+    settings = _settings(methods, method_options, target, map_size, map_dtype, deletion_steps, shard_size, thumbnail)
+    batch_size = positive_int(batch_size, "batch_size")
+    if workers is not None:
+        workers = positive_int(workers, "workers")
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False, got {type(resume).__name__}")
+    msrc = ModelSource.of(model, weights)
+    if eng is Engine.RAY:
+        import_ray()
+        if msrc.module is not None:
+            raise TypeError("engine='ray' builds the model on each worker: give model as 'module:factory', "
+                            "'file.py:factory' or a zero-argument callable, not an nn.Module")
+    net = msrc.build()
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    conv = first_conv(net)
+    mode = "L" if conv is not None and conv.in_channels == 1 else "RGB"
+    source = make_source(data, transform=transform, mode=mode, size=size_hw(image_size, "image_size"))
+    probe = source.load(0, 1)
+    explain_batch(net, probe, settings, device)  # a bad method option or model fails here, before any shard
+    header = _header(settings, source, net, msrc, probe.x[0])
+    store = Store(out, header, resume)
+    n, size = len(source), settings.shard_size
+    tasks = [ShardTask(k, s, min(s + size, n)) for k, s in enumerate(range(0, n, size)) if k not in store.done]
+    if eng is Engine.LOCAL:
+        results = run_local(net, source, tasks, settings, batch_size, device)
+    else:
+        results = run_ray(msrc, source, tasks, settings, batch_size, RayOptions(workers, address, runtime_env, num_cpus),
+                          header["model"]["fingerprint"])
+    for task, table in progress_bar(results, enabled=progress, total=len(tasks), desc="shards", unit="shard"):
+        if table.num_rows != task.stop - task.start:
+            raise RuntimeError(f"shard {task.k} came back with {table.num_rows} rows, expected {task.stop - task.start}")
+        store.write(task.k, task.start, table)
+    seconds = time.perf_counter() - t0
+    rows = store.finish(seconds, -(-n // size))
+    return DatasetRun(Path(out), rows, seconds, -(-n // size), len(tasks), eng)
