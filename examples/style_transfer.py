@@ -11,18 +11,16 @@ Ustyuzhaninov et al. 2017). Same options as ``cnn-explain style``::
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (``--content --style --out --figure --steps --size ...``), run, write the PNG(s)."""
-    from cnn_explain.style_cli import main as style_main
+    from cnn_explain.cli import COMMANDS, parser_for
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--figure" not in argv and not any(a.startswith("--figure=") for a in argv):
-        argv += ["--figure", "style_transfer_figure.png"]
-    return style_main(argv)
+    parser = parser_for("style")
+    parser.set_defaults(figure="style_transfer_figure.png")  # the example also saves the comparison figure
+    return COMMANDS["style"].run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

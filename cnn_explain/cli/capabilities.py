@@ -1,5 +1,5 @@
 """Capability subcommands of ``cnn-explain``: ``report``, ``occlusion``, ``saliency``, ``grad-cam``,
-``maximize``, ``embed``, ``style`` and ``arithmetic``.
+``maximize``, ``arithmetic`` and ``embed`` (``style`` is in :mod:`cnn_explain.cli.style`).
 
 Every command takes the model as ``--model pkg.module:factory`` (``--weights
 ckpt.pt`` loads a state dict into it) or ``--model digits`` (the default: seed
@@ -17,18 +17,23 @@ Example:
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
 from typing import Any
 
-from .cli_helpers import (UsageError, load_folder, load_images, make_explainer, model_args, nonneg_int, out_arg,
-                          pos_int, save_figure)
+from ._load import input_spec, load_folder, load_images, make_explainer, save_figure
+from ._options import DIGITS, add_model_inputs, add_out, add_quiet, nonneg_int, pos_int
+from ._registry import UsageError, command
 
-__all__ = ["register", "COMMANDS", "main"]
+__all__: list[str] = []
+
+
+def _out(p: argparse.ArgumentParser, default: str) -> None:
+    add_out(p, default)
+    add_quiet(p)
 
 
 # --------------------------------------------------------------------------- report
 def _report_args(p: argparse.ArgumentParser) -> None:
-    model_args(p)
+    add_model_inputs(p)
     p.add_argument("--data", metavar="FOLDER", help="labelled image folder (one sub-folder per class) to embed")
     p.add_argument("--sections", nargs="+", metavar="KEY", help="only these sections")
     p.add_argument("--embed-methods", nargs="+", choices=("pca", "tsne", "umap"), default=["pca", "tsne", "umap"])
@@ -38,16 +43,17 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", nargs=2, metavar=("CONTENT", "STYLE"), help="add a style-transfer section")
     p.add_argument("--style-steps", type=pos_int, default=100)
     p.add_argument("--style-size", type=pos_int, default=128)
-    p.add_argument("--out", default="report", help="report folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_out(p, "report", help="report folder")
+    add_quiet(p)
 
 
 def _load_data(args: argparse.Namespace, ex: Any):
     return None if args.data is None else load_folder(args, ex, args.data)
 
 
+@command("report", help="Write the HTML report for your model and images.", arguments=_report_args)
 def run_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from ..report import write_report
 
     ex = make_explainer(args)
     load_images(ex, args.images)  # checks every file before the long work starts
@@ -69,21 +75,22 @@ def _target_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _occlusion_args(p: argparse.ArgumentParser) -> None:
-    model_args(p)
+    add_model_inputs(p)
     _target_arg(p)
     p.add_argument("--window", type=pos_int, default=8, help="occluding square side, pixels")
     p.add_argument("--stride", type=pos_int, default=4, help="step between squares, pixels")
     p.add_argument("--measure", choices=("prob", "logit"), default="prob")
-    out_arg(p, "occlusion.png")
+    _out(p, "occlusion.png")
 
 
 def _draw_attribution(ex: Any, results: list[Any], out: str) -> int:
-    from .plotting import attribution_grid
+    from ..plotting import attribution_grid
 
     save_figure(attribution_grid(results), out)
     return 0
 
 
+@command("occlusion", help="Occlusion heatmap (Zeiler & Fergus 2014).", arguments=_occlusion_args)
 def run_occlusion(args: argparse.Namespace) -> int:
     ex = make_explainer(args)
     x = load_images(ex, args.images)
@@ -93,13 +100,14 @@ def run_occlusion(args: argparse.Namespace) -> int:
 
 
 def _saliency_args(p: argparse.ArgumentParser) -> None:
-    model_args(p)
+    add_model_inputs(p)
     _target_arg(p)
     p.add_argument("--method", choices=("gradient", "guided", "deconv"), default="guided")
     p.add_argument("--smooth", type=nonneg_int, default=0, help="SmoothGrad samples (0: off)")
-    out_arg(p, "saliency.png")
+    _out(p, "saliency.png")
 
 
+@command("saliency", help="Gradient / guided-backprop / deconvnet saliency.", arguments=_saliency_args)
 def run_saliency(args: argparse.Namespace) -> int:
     ex = make_explainer(args)
     x = load_images(ex, args.images)
@@ -108,13 +116,14 @@ def run_saliency(args: argparse.Namespace) -> int:
 
 
 def _cam_args(p: argparse.ArgumentParser) -> None:
-    model_args(p)
+    add_model_inputs(p)
     _target_arg(p)
     p.add_argument("--layer", help="layer name (default: the last conv layer)")
     p.add_argument("--guided", action="store_true", help="guided Grad-CAM")
-    out_arg(p, "grad_cam.png")
+    _out(p, "grad_cam.png")
 
 
+@command("grad-cam", help="Grad-CAM heatmap (Selvaraju et al. 2017).", arguments=_cam_args)
 def run_grad_cam(args: argparse.Namespace) -> int:
     ex = make_explainer(args)
     x = load_images(ex, args.images)
@@ -124,24 +133,23 @@ def run_grad_cam(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- inside the network
 def _maximize_args(p: argparse.ArgumentParser) -> None:
-    model_args(p, images="")
+    add_model_inputs(p, images=None)
     p.add_argument("--layer", required=True, help="layer name, e.g. '6' or 'features.3'")
     p.add_argument("--channels", type=nonneg_int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--steps", type=pos_int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    out_arg(p, "maximize.png")
+    _out(p, "maximize.png")
 
 
+@command("maximize", help="Images that maximize channels of a layer.", arguments=_maximize_args)
 def run_maximize(args: argparse.Namespace) -> int:
-    from ._utils import first_conv
-    from .plotting import maximize_grid
+    from ..plotting import maximize_grid
 
     ex = make_explainer(args)
-    size = args.input_size or (28 if args.model == "digits" else None)
+    channels, size = input_spec(args, ex.model)
     if size is None:
         raise UsageError("--input-size is required for maximize (the size of the images to optimize)")
-    conv = first_conv(ex.model)
-    shape = (conv.in_channels if conv is not None else 3, size, size)
+    shape = (channels, size, size)
     res = ex.maximize(args.layer, args.channels, steps=args.steps, seed=args.seed, input_shape=shape,
                       progress=not args.quiet)
     save_figure(maximize_grid(res), args.out)
@@ -149,16 +157,17 @@ def run_maximize(args: argparse.Namespace) -> int:
 
 
 def _arithmetic_args(p: argparse.ArgumentParser) -> None:
-    model_args(p, images=1)
+    add_model_inputs(p, images=1)
     p.add_argument("--layer", required=True, help="conv, pool or linear layer name")
     p.add_argument("--channel", type=nonneg_int, default=0)
     p.add_argument("--h", type=nonneg_int, help="output row (default: the centre)")
     p.add_argument("--w", type=nonneg_int, help="output column (default: the centre)")
-    out_arg(p, "arithmetic.png")
+    _out(p, "arithmetic.png")
 
 
+@command("arithmetic", help="The worked computation of one output value.", arguments=_arithmetic_args)
 def run_arithmetic(args: argparse.Namespace) -> int:
-    from .plotting import arithmetic_figure
+    from ..plotting import arithmetic_figure
 
     ex = make_explainer(args)
     x = load_images(ex, args.images)
@@ -170,89 +179,29 @@ def run_arithmetic(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- data set level
 def _embed_args(p: argparse.ArgumentParser) -> None:
-    model_args(p, images="")
+    add_model_inputs(p, images=None)
     p.add_argument("--data", metavar="FOLDER", help="labelled image folder (default with --model digits: "
                                                     "the digits test set)")
     p.add_argument("--method", choices=("pca", "tsne", "umap"), default="tsne")
     p.add_argument("--layer", help="layer whose features are embedded (default: the embedding's default)")
     p.add_argument("--seed", type=int, default=0)
-    out_arg(p, "embedding.png")
+    _out(p, "embedding.png")
 
 
+@command("embed", help="PCA / t-SNE / UMAP map of a layer's features.", arguments=_embed_args)
 def run_embed(args: argparse.Namespace) -> int:
-    if args.data is None and args.model != "digits":
+    if args.data is None and args.model != DIGITS:
         raise UsageError("--data FOLDER is required unless --model digits")
     ex = make_explainer(args)
     if args.data is None:
-        from .data import load_digits
+        from ..data import load_digits
 
         data = load_digits("test")
     else:
         data = _load_data(args, ex)
     emb = ex.embed(data, layer=args.layer, method=args.method, seed=args.seed, progress=not args.quiet)
     print(f"trustworthiness {float(emb.trustworthiness):.3f}")
-    from .plotting import scatter_embedding
+    from ..plotting import scatter_embedding
 
     save_figure(scatter_embedding(emb), args.out)
     return 0
-
-
-def _style_args(p: argparse.ArgumentParser) -> None:
-    from .style_cli import add_arguments
-
-    add_arguments(p)
-
-
-def run_style(args: argparse.Namespace) -> int:
-    from .style_cli import run
-
-    return run(args)
-
-
-# --------------------------------------------------------------------------- registry
-Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-
-#: ``{name: (help, add_arguments, run)}``
-COMMANDS: dict[str, Command] = {
-    "report": ("Write the HTML report for your model and images.", _report_args, run_report),
-    "occlusion": ("Occlusion heatmap (Zeiler & Fergus 2014).", _occlusion_args, run_occlusion),
-    "saliency": ("Gradient / guided-backprop / deconvnet saliency.", _saliency_args, run_saliency),
-    "grad-cam": ("Grad-CAM heatmap (Selvaraju et al. 2017).", _cam_args, run_grad_cam),
-    "maximize": ("Images that maximize channels of a layer.", _maximize_args, run_maximize),
-    "arithmetic": ("The worked computation of one output value.", _arithmetic_args, run_arithmetic),
-    "embed": ("PCA / t-SNE / UMAP map of a layer's features.", _embed_args, run_embed),
-    "style": ("Gram-matrix style transfer with a random-filter network; writes the stylized PNG.",
-              _style_args, run_style),
-}
-
-
-def register(subparsers: Any) -> None:
-    """Add every capability subcommand to an ``argparse`` subparsers object.
-
-    Each parser gets ``func`` = ``(args) -> int``; a :class:`UsageError`,
-    ``ValueError`` or ``TypeError`` becomes ``parser.error`` (message, exit status 2).
-    """
-    for name, (help_text, add_args, run) in COMMANDS.items():
-        p = subparsers.add_parser(name, help=help_text, description=help_text,
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        add_args(p)
-        p.set_defaults(func=_guarded(run, p))
-
-
-def _guarded(run: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser):
-    def func(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except (UsageError, ValueError, TypeError) as exc:
-            parser.error(str(exc))
-            return 2  # pragma: no cover - parser.error exits
-
-    return func
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one capability subcommand on its own (the full ``cnn-explain`` is :func:`cnn_explain.cli.main`)."""
-    parser = argparse.ArgumentParser(prog="cnn-explain", description="Explain a CNN from the command line.")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)

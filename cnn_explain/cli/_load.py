@@ -1,11 +1,11 @@
-"""Shared pieces of the capability subcommands (see :mod:`cnn_explain.cli_commands`).
+"""Loading what the subcommands work on: the model, the explainer, image files and folders; saving figures.
 
 A model comes from ``--model pkg.module:factory`` (a function or class called
 with no arguments; ``--weights ckpt.pt`` loads a state dict into it) or
 ``--model digits`` (the trained digits CNN). Images are files, converted to the
 model's channel count, resized to ``--input-size`` and scaled to ``[0, 1]``
 (``--mean``/``--std`` normalize them further). Mistakes raise :class:`UsageError`,
-which the commands report through argparse (exit status 2).
+which :func:`cnn_explain.cli.main` reports on one line (exit status 2).
 """
 
 from __future__ import annotations
@@ -18,51 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UsageError", "load_model", "image_transform", "make_explainer", "load_images", "load_folder", "save_figure"]
+from ._options import DIGITS
+from ._registry import UsageError
 
-
-class UsageError(Exception):
-    """A bad command-line argument; reported by argparse (exit status 2)."""
-
-
-# --------------------------------------------------------------------------- shared options
-def model_args(p: argparse.ArgumentParser, images: str = "+") -> None:
-    g = p.add_argument_group("model and inputs")
-    g.add_argument("--model", default="digits", metavar="MODULE:FACTORY",
-                   help="'pkg.module:factory' returning an nn.Module, or 'digits' (default: the trained "
-                        "digits CNN)")
-    g.add_argument("--weights", metavar="CKPT", help="state dict (or checkpoint) to load into the model")
-    if images:
-        g.add_argument("--images", nargs=images, metavar="IMAGE", required=True, help="image files to explain")
-    g.add_argument("--input-size", type=pos_int, metavar="S", help="resize images to S×S (default: "
-                                                                      "28 for digits, else keep)")
-    g.add_argument("--mean", type=float, nargs="+", help="per-channel mean subtracted after scaling to [0, 1]")
-    g.add_argument("--std", type=float, nargs="+", help="per-channel std divided by after --mean")
-    g.add_argument("--classes", metavar="NAMES.txt", help="class names, one per line")
-
-
-def out_arg(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("--out", default=default, help=f"output file (default: {default})")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _int_at_least(minimum: int, expected: str):
-    """An argparse ``type=`` that accepts integers ``>= minimum`` and says ``expected`` otherwise."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {v}")
-        return v
-
-    return parse
-
-
-pos_int = _int_at_least(1, "a positive integer")
-nonneg_int = _int_at_least(0, "an integer >= 0")
+__all__ = ["load_model", "input_spec", "image_transform", "make_explainer", "load_images", "load_folder", "save_figure"]
 
 
 # --------------------------------------------------------------------------- loading
@@ -73,14 +32,14 @@ def load_model(spec: str, weights: str | None = None):
     arguments. Every failure is a :class:`UsageError` whose message names the
     option (``--model`` / ``--weights``); the CLI turns it into exit code 2.
     """
-    if spec == "digits":
-        from .train import pretrained_digits_cnn
+    if spec == DIGITS:
+        from ..train import pretrained_digits_cnn
 
         model = pretrained_digits_cnn(progress=False)
     else:
         model = _build_model(spec)
     if weights is not None:
-        from .train import load_checkpoint
+        from ..train import load_checkpoint
 
         if not Path(weights).is_file():
             raise UsageError(f"--weights: no such file: {weights}")
@@ -141,15 +100,15 @@ def image_transform(channels: int, size: int | None, mean: Sequence[float] | Non
 
 def input_spec(args: argparse.Namespace, model: Any) -> tuple[int, int | None]:
     """``(channels, size)``: the first conv's input channels (3 without one) and ``--input-size``."""
-    from ._utils import first_conv
+    from ..roles import first_conv_module as first_conv
 
     conv = first_conv(model)
-    return (conv.in_channels if conv is not None else 3), args.input_size or (28 if args.model == "digits" else None)
+    return (conv.in_channels if conv is not None else 3), args.input_size or (28 if args.model == DIGITS else None)
 
 
 def make_explainer(args: argparse.Namespace):
     """The model, its class names and the image transform from the shared options."""
-    from . import explain
+    from .. import explain
 
     model = load_model(args.model, args.weights)
     channels, size = input_spec(args, model)
@@ -162,8 +121,8 @@ def make_explainer(args: argparse.Namespace):
         if not Path(args.classes).is_file():
             raise UsageError(f"--classes: no such file: {args.classes}")
         classes = [ln.strip() for ln in Path(args.classes).read_text(encoding="utf-8").splitlines() if ln.strip()]
-    elif args.model == "digits":
-        from .data import DIGIT_CLASSES
+    elif args.model == DIGITS:
+        from ..data import DIGIT_CLASSES
 
         classes = list(DIGIT_CLASSES)
     return explain(model, class_names=classes, transform=image_transform(channels, size, args.mean, args.std))
@@ -192,7 +151,7 @@ def load_folder(args: argparse.Namespace, ex: Any, folder: str):
     import torch
     from torch.utils.data import Dataset
 
-    from .data import ImageFolder
+    from ..data import ImageFolder
 
     if not Path(folder).is_dir():
         raise UsageError(f"--data: no such folder: {folder}")
