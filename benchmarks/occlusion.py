@@ -76,7 +76,7 @@ def worker(spec: dict) -> dict:
     """One timed run (in a fresh process); writes the map to spec['out']."""
     from captum.attr import Occlusion
 
-    from cnn_explain.attribution.occlusion import occlusion
+    from cnn_explain.attribution import occlusion
 
     model = build(spec["model"], spec["size"])
     x = torch.rand(1, 3, spec["size"], spec["size"], generator=torch.Generator().manual_seed(0))
@@ -136,14 +136,13 @@ def _run(spec: dict) -> dict:
 
 
 def mac_limit(name: str, size: int, window: int, stride: int) -> float:
-    from cnn_explain.attribution._windows import make_grid
-    from cnn_explain.attribution.incremental import IncrementalOcclusion
+    from cnn_explain.attribution.occlude.windows import make_grid
+    from cnn_explain.attribution.occlude.incremental import IncrementalOcclusion
 
     model = build(name, size)
     g = make_grid((size, size), (window, window), (stride, stride))
     with torch.inference_mode():
-        eng = IncrementalOcclusion(model, (3, size, size), *g.positions())
-        eng.prepare(torch.rand(1, 3, size, size))
+        eng = IncrementalOcclusion(model, torch.rand(1, 3, size, size), *g.positions())
         m = eng.macs()
     return m["full"] / m["needed"]
 

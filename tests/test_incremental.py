@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnn_explain.attribution._windows import make_grid
-from cnn_explain.attribution.incremental import IncrementalOcclusion
-from cnn_explain.attribution.occlusion import occlusion
+from cnn_explain.attribution.occlude.windows import make_grid
+from cnn_explain.attribution.occlude.incremental import IncrementalOcclusion, NodeState
+from cnn_explain.attribution import occlusion
 
 
 class Strided(nn.Module):
@@ -148,17 +148,17 @@ def test_full_threshold_and_tiny_net(tiny_resnet, threshold):
     x = torch.rand(1, 3, 10, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     g = make_grid((10, 12), (3, 3), (2, 2))
     with torch.inference_mode():
-        eng = IncrementalOcclusion(model, (3, 10, 12), *g.positions(), full_threshold=threshold)
-        eng.prepare(x)
+        eng = IncrementalOcclusion(model, x, *g.positions(), full_threshold=threshold)
         idx = eng.sort(torch.arange(len(g)))
         base = torch.zeros(3, 10, 12, dtype=torch.float64)
 
         def make_input(pos, box):
-            from cnn_explain.attribution._regions import read
-            from cnn_explain.attribution._windows import window_mask
+            from cnn_explain.attribution.occlude.regions import read_windows
+            from cnn_explain.attribution.occlude.windows import window_mask
             start = (box.top, box.left)
             return torch.where(window_mask(g, pos, box.top, box.left, box.size),
-                               read(base, None, None, start, box.size), read(x[0], None, None, start, box.size))
+                               read_windows(base, None, None, start, box.size),
+                               read_windows(x[0], None, None, start, box.size))
 
         out = eng.run(idx, make_input)
         (r0, r1), (c0, c1) = g.positions(idx)
@@ -167,15 +167,14 @@ def test_full_threshold_and_tiny_net(tiny_resnet, threshold):
             occ[k, :, r0[k]:r1[k] + 1, c0[k]:c1[k] + 1] = 0
         torch.testing.assert_close(out, model(occ), rtol=0, atol=1e-12)
     states = {p.state for p in eng.plan.values()}
-    assert ("patch" in states) and (threshold == 1.0 or "full" in states)
+    assert (NodeState.PATCH in states) and (threshold == 1.0 or NodeState.FULL in states)
 
 
 def test_mac_count_of_one_conv():
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(3 * 8 * 8, 2)).double()
     g = make_grid((8, 8), (2, 2), (2, 2))
     with torch.inference_mode():
-        eng = IncrementalOcclusion(model.eval(), (2, 8, 8), *g.positions())
-        eng.prepare(torch.rand(1, 2, 8, 8, dtype=torch.float64))
+        eng = IncrementalOcclusion(model.eval(), torch.rand(1, 2, 8, 8, dtype=torch.float64), *g.positions())
         macs = eng.macs()
     assert macs["full"] == 3 * 64 * 2 * 9 + 192 * 2
     # a 2x2 window changes a 4x4 block of the conv output, clipped to 3 rows/cols at the borders

@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from test_incremental import Residual, Strided, _seeded
 
-from cnn_explain.attribution import _grouping
-from cnn_explain.attribution import _regions as regions
-from cnn_explain.attribution._grouping import group_positions, partition_axis
-from cnn_explain.attribution._lowp import native_bfloat16
-from cnn_explain.attribution._regions import Box, max_pool, read, read_change
-from cnn_explain.attribution._windows import make_grid, window_mask
-from cnn_explain.attribution.incremental import IncrementalOcclusion
-from cnn_explain.attribution.occlusion import occlusion
+from cnn_explain.attribution import occlusion
+from cnn_explain.attribution.occlude import grouping as _grouping
+from cnn_explain.attribution.occlude import regions
+from cnn_explain.attribution.occlude.grouping import group_positions, partition_axis
+from cnn_explain.attribution.occlude.incremental import IncrementalOcclusion
+from cnn_explain.attribution.occlude.lowp import native_bfloat16
+from cnn_explain.attribution.occlude.regions import Box, max_pool, read_change, read_windows
+from cnn_explain.attribution.occlude.windows import make_grid, window_mask
 
 
 def _brute_force(sizes, weights, k, min_count):
@@ -83,9 +83,7 @@ def test_many_groups_still_exact(cls, shape, window, stride, channels_last, monk
     x = torch.rand(1, 3, *shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     g = make_grid(shape, (window, window), (stride, stride))
     with torch.inference_mode():
-        eng = IncrementalOcclusion(model, (3, *shape), *g.positions(), min_group=1, max_groups=4,
-                                   channels_last=channels_last)
-        eng.prepare(x)
+        eng = IncrementalOcclusion(model, x, *g.positions(), min_group=1, max_groups=4, channels_last=channels_last)
         assert len(eng.group.unique()) > 1
         idx = eng.sort(torch.arange(len(g)))
         base = torch.zeros(3, *shape, dtype=torch.float64)
@@ -93,7 +91,8 @@ def test_many_groups_still_exact(cls, shape, window, stride, channels_last, monk
         def make_input(pos, box):
             start = (box.top, box.left)
             return torch.where(window_mask(g, pos, box.top, box.left, box.size),
-                               read(base, None, None, start, box.size), read(x[0], None, None, start, box.size))
+                               read_windows(base, None, None, start, box.size),
+                               read_windows(x[0], None, None, start, box.size))
 
         out = eng.run(idx, make_input)
         mask = window_mask(g, idx, torch.zeros_like(idx), torch.zeros_like(idx), shape)
@@ -153,12 +152,12 @@ def test_read_by_a_bank_of_lattice_windows(channels_last, origin, monkeypatch):
     monkeypatch.setattr(regions, "_bank", spy)
     for pad in (0.0, float("-inf")):
         ref = _reference_read(cached, patch, box, (rows, cols), (5, 4), pad)
-        assert torch.equal(read(cached, patch, box, (rows, cols), (5, 4), pad, {}, channels_last), ref)
+        assert torch.equal(read_windows(cached, patch, box, (rows, cols), (5, 4), pad, {}, channels_last), ref)
     assert used and all(used)  # 20 lattice windows for 25 positions: the bank is taken
     monkeypatch.setattr(regions, "_bank", lambda *a, **k: None)
     for pad in (0.0, float("-inf")):
         ref = _reference_read(cached, patch, box, (rows, cols), (5, 4), pad)
-        assert torch.equal(read(cached, patch, box, (rows, cols), (5, 4), pad, {}, channels_last), ref)
+        assert torch.equal(read_windows(cached, patch, box, (rows, cols), (5, 4), pad, {}, channels_last), ref)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -172,7 +171,7 @@ def test_read_and_read_change_against_a_loop(inside, channels_last):
     size = (5, 4)
     for pad in (0.0, float("-inf")):
         ref = _reference_read(cached, patch, box, start, size, pad)
-        out = read(cached, patch, box, start, size, pad, {}, channels_last)
+        out = read_windows(cached, patch, box, start, size, pad, {}, channels_last)
         assert torch.equal(out, ref)
         assert out.is_contiguous(memory_format=torch.channels_last) == (channels_last and inside)
     clean = _reference_read(cached, torch.stack([cached[:, t:t + 3, l:l + 2] for t, l in
@@ -212,7 +211,7 @@ def test_sequential_graph_equals_the_fx_trace():
     """Plain nn.Sequential models skip symbolic tracing; the graph is the one fx makes."""
     from torch import fx, nn
 
-    from cnn_explain.attribution._graph import _sequential_graph, trace
+    from cnn_explain.attribution.occlude.graph import _sequential_graph, trace
     from cnn_explain.models import cifar10_cnn
 
     class Custom(nn.Module):

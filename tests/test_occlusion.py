@@ -9,8 +9,8 @@ from conftest import Boom
 from torch import nn
 
 from cnn_explain import explain
-from cnn_explain.attribution.occlusion import occlusion
-from cnn_explain.attribution._windows import resolve_baseline
+from cnn_explain.attribution import occlusion
+from cnn_explain.attribution.occlude.windows import resolve_baseline
 
 
 class SumNet(nn.Module):
@@ -247,7 +247,7 @@ def test_incremental_clean_scores_come_from_the_engine_clean_pass(monkeypatch):
 
     from cnn_explain.models import tiny_vgg
 
-    occ_module = importlib.import_module("cnn_explain.attribution.occlusion")  # the module, not the function
+    occ_module = importlib.import_module("cnn_explain.attribution.occlude.engines")  # where the engines call forward
     model = tiny_vgg().eval()
     calls = []
     forward_logits = occ_module.forward_logits

@@ -97,8 +97,9 @@ def test_no_pyplot_is_imported():
 
 
 def test_figures_work_for_occlusion_results(tiny_net, images):
-    occlusion_mod = pytest.importorskip("cnn_explain.attribution.occlusion")
-    r = occlusion_mod.occlusion(tiny_net, images, window=4, stride=2, progress=False)
+    from cnn_explain.attribution import occlusion
+
+    r = occlusion(tiny_net, images, window=4, stride=2, progress=False)
     fig = heatmap(r, index=1)
     np.testing.assert_array_equal(fig.axes[0].images[-1].get_array(), r.map(1).numpy())
     grid = attribution_grid([r, saliency(tiny_net, images, target=r.target)])

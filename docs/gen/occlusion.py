@@ -13,7 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from cnn_explain.attribution.occlusion import occlusion  # noqa: E402
+from cnn_explain.attribution import occlusion  # noqa: E402
 from cnn_explain.data import load_digits  # noqa: E402
 from cnn_explain.plotting import attribution_grid  # noqa: E402
 from cnn_explain.train import pretrained_digits_cnn  # noqa: E402

@@ -15,7 +15,7 @@ position). To recompute a whole batch of positions with one batched op, the
 region is enlarged to a *box* of the same size for every position, placed at
 the region's corner and shifted inside the map at the borders.
 
-`read` cuts, for every position of a batch, a window of a feature map as it
+`read_windows` cuts, for every position of a batch, a window of a feature map as it
 would be after occlusion: the changed patch where it lies, the cached clean map
 elsewhere, and a padding value outside the map: the windows are copied out of
 a padded copy of the clean map (whole windows from a bank of the distinct ones
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Region", "Box", "conv_range", "cap_range", "read", "materialize", "max_pool", "avg_divisor", "read_change"]
+__all__ = ["Region", "Box", "conv_range", "cap_range", "read_windows", "materialize", "max_pool", "read_change"]
 
 
 @dataclass(frozen=True)
@@ -120,14 +120,15 @@ def cap_range(lo: torch.Tensor, hi: torch.Tensor, cap: int, n: int):
 
 
 def _flat_index(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int):
-    """Clamped flat index ``(B, L*Lw)`` and in-range mask ``(B, L*Lw)`` of a grid of rows × cols."""
+    """Clamped flat index ``(B, len(rows) * len(cols))`` and in-range mask (same shape) of a grid of rows × cols."""
     ok = ((rows >= 0) & (rows < n_rows))[:, :, None] & ((cols >= 0) & (cols < n_cols))[:, None, :]
     flat = rows.clamp(0, n_rows - 1)[:, :, None] * n_cols + cols.clamp(0, n_cols - 1)[:, None, :]
     return flat.reshape(flat.shape[0], -1), ok.reshape(ok.shape[0], -1)
 
 
-def _windows(cached: torch.Tensor, start, size, pad: float, padded: dict | None, channels_last: bool) -> torch.Tensor:
-    """``(B, C, L, Lw)`` windows of ``cached`` padded with ``pad``: one indexing op (NHWC strides if ``channels_last``)."""
+def _padded_windows(cached: torch.Tensor, start, size, pad: float, padded: dict | None,
+                    channels_last: bool) -> torch.Tensor:
+    """``(B, C, height, width)`` windows of ``cached`` padded with ``pad`` (NHWC strides if ``channels_last``)."""
     c, n_rows, n_cols = cached.shape
     lo = int(torch.minimum(start[0].min(), start[1].min()))
     margin = max(0, -lo, int(start[0].max()) + size[0] - n_rows, int(start[1].max()) + size[1] - n_cols)
@@ -139,15 +140,17 @@ def _windows(cached: torch.Tensor, start, size, pad: float, padded: dict | None,
             padded[key] = (margin, full)
     else:
         margin, full = padded[key]
-    hp, wp = (full.shape[0], full.shape[1]) if channels_last else full.shape[-2:]
+    height, width = (full.shape[0], full.shape[1]) if channels_last else full.shape[-2:]  # padded map
     rows, cols = start[0] + margin, start[1] + margin
     bank = _bank(full, rows, cols, size, channels_last)
     if bank is not None:
         return bank
-    if channels_last:  # each window row is one contiguous run of L·C values: 3-4× faster to copy
-        win = full.as_strided((hp - size[0] + 1, wp - size[1] + 1, size[0], size[1], c), (wp * c, c, wp * c, c, 1))
+    if channels_last:  # each window row is one contiguous run of width·C values: 3-4× faster to copy
+        win = full.as_strided((height - size[0] + 1, width - size[1] + 1, size[0], size[1], c),
+                              (width * c, c, width * c, c, 1))
         return win[rows, cols].permute(0, 3, 1, 2)
-    win = full.as_strided((hp - size[0] + 1, wp - size[1] + 1, c, size[0], size[1]), (wp, 1, hp * wp, wp, 1))
+    win = full.as_strided((height - size[0] + 1, width - size[1] + 1, c, size[0], size[1]),
+                          (width, 1, height * width, width, 1))
     return win[rows, cols]
 
 
@@ -155,7 +158,7 @@ def _bank(full: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, size, chan
           limit: float = 2.0) -> torch.Tensor | None:
     """Windows at ``(rows, cols)`` by way of a contiguous *bank* of the distinct windows, or None.
 
-    The window starts of a batch lie on a lattice ``(r0 + i·gr, c0 + j·gc)`` (the
+    The window starts of a batch lie on a lattice ``(r0 + i·row_step, c0 + j·col_step)`` (the
     positions' grid, seen through the layer's stride). Copying the lattice's
     windows once (one strided copy) and then whole windows out of it
     (``index_select``: one memcpy each) was 5-10× faster than indexing the
@@ -164,25 +167,26 @@ def _bank(full: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, size, chan
     times as many windows as the batch (NHWC: as many; its element-wise path is
     already 3-4× faster).
     """
-    b = rows.numel()
+    count = rows.numel()
     r0, c0 = int(rows.min()), int(cols.min())
-    gr = math.gcd(*torch.unique(rows - r0).tolist())
-    gc = math.gcd(*torch.unique(cols - c0).tolist())
-    gr, gc = max(gr, 1), max(gc, 1)
-    nr, nc = (int(rows.max()) - r0) // gr + 1, (int(cols.max()) - c0) // gc + 1
-    if nr * nc > b * (1.0 if channels_last else limit):
+    row_step = max(math.gcd(*torch.unique(rows - r0).tolist()), 1)
+    col_step = max(math.gcd(*torch.unique(cols - c0).tolist()), 1)
+    n_rows, n_cols = (int(rows.max()) - r0) // row_step + 1, (int(cols.max()) - c0) // col_step + 1
+    if n_rows * n_cols > count * (1.0 if channels_last else limit):
         return None
-    (L, Lw) = size
+    height, width = size
     if channels_last:
-        hp, wp, c = full.shape
-        view = full.as_strided((nr, nc, L, Lw, c), (gr * wp * c, gc * c, wp * c, c, 1),
-                           full.storage_offset() + (r0 * wp + c0) * c)
+        _, padded_width, c = full.shape
+        view = full.as_strided((n_rows, n_cols, height, width, c),
+                               (row_step * padded_width * c, col_step * c, padded_width * c, c, 1),
+                               full.storage_offset() + (r0 * padded_width + c0) * c)
     else:
-        c, hp, wp = full.shape
-        view = full.as_strided((nr, nc, c, L, Lw), (gr * wp, gc, hp * wp, wp, 1),
-                           full.storage_offset() + r0 * wp + c0)
-    flat = ((rows - r0) // gr) * nc + (cols - c0) // gc
-    out = view.reshape((nr * nc,) + tuple(view.shape[2:])).index_select(0, flat)
+        c, padded_height, padded_width = full.shape
+        view = full.as_strided((n_rows, n_cols, c, height, width),
+                               (row_step * padded_width, col_step, padded_height * padded_width, padded_width, 1),
+                               full.storage_offset() + r0 * padded_width + c0)
+    flat = ((rows - r0) // row_step) * n_cols + (cols - c0) // col_step
+    out = view.reshape((n_rows * n_cols,) + tuple(view.shape[2:])).index_select(0, flat)
     return out.permute(0, 3, 1, 2) if channels_last else out
 
 
@@ -196,7 +200,10 @@ def _paste_index(box: Box, start, size) -> torch.Tensor | None:
 
 
 def _scatter(out: torch.Tensor, flat: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Write ``values`` ``(B, C, h, w)`` at ``flat`` into ``out`` ``(B, C, L, Lw)`` (NCHW or NHWC strides), in place."""
+    """Write ``values`` ``(B, C, h, w)`` at ``flat`` into the windows ``out`` ``(B, C, height, width)``, in place.
+
+    ``out`` may have NCHW or NHWC strides.
+    """
     b, c = out.shape[:2]
     if out.stride(1) == 1 and c > 1:  # NHWC: scatter whole pixels (C contiguous values each)
         base = out.permute(0, 2, 3, 1).view(b, -1, c)
@@ -206,7 +213,7 @@ def _scatter(out: torch.Tensor, flat: torch.Tensor, values: torch.Tensor) -> tor
     return out
 
 
-def read(
+def read_windows(
     cached: torch.Tensor,
     patch: torch.Tensor | None,
     box: Box | None,
@@ -227,18 +234,18 @@ def read(
         patch: ``(B, C, h, w)`` changed values inside ``box`` (None: nothing changed).
         box: where each position's patch lies (``box.size == (h, w)``, inside the map).
         start: ``(B,)`` first row and first column of each window (may be < 0 or run past the map).
-        size: ``(L, Lw)`` window size.
+        size: ``(height, width)`` of the windows.
         pad: value outside the map (0 for convolutions, ``-inf`` for max pooling).
         padded: a dict reused across calls for the same ``cached`` and ``pad`` (the padded map).
         channels_last: return NHWC strides (the same values).
 
     Returns:
-        ``(B, C, L, Lw)``.
+        ``(B, C, height, width)``.
     """
     c = cached.shape[0]
     if start[0].numel() == 0:
         return cached.new_empty((0, c, *size))
-    out = _windows(cached, start, size, pad, padded, channels_last)
+    out = _padded_windows(cached, start, size, pad, padded, channels_last)
     if patch is None:
         return out
     flat = _paste_index(box, start, size)
@@ -263,23 +270,23 @@ def read_change(
 ) -> torch.Tensor:
     """Windows of the *change* of the map (occluded − clean), in ``dtype``: zero outside each patch.
 
-    Same arguments as `read` (padding value 0). Equal to
-    ``(read(cached, patch, box, ...) - read(cached, None, None, ...)).to(dtype)``
+    Same arguments as `read_windows` (padding value 0). Equal to
+    ``(read_windows(cached, patch, box, ...) - read_windows(cached, None, None, ...)).to(dtype)``
     but only the patch-sized change is computed and scattered into zeros.
 
     Example:
         >>> cached, patch = torch.rand(2, 6, 6), torch.rand(3, 2, 2, 2)
         >>> box = Box((2, 2), torch.tensor([0, 2, 4]), torch.tensor([1, 3, 4]))
         >>> start = (torch.tensor([-1, 1, 3]), torch.tensor([0, 2, 3]))
-        >>> ref = read(cached, patch, box, start, (4, 4)) - read(cached, None, None, start, (4, 4))
+        >>> ref = read_windows(cached, patch, box, start, (4, 4)) - read_windows(cached, None, None, start, (4, 4))
         >>> torch.equal(read_change(cached, patch, box, start, (4, 4), torch.float32), ref)
         True
     """
     flat = _paste_index(box, start, size)
     if flat is None:
-        clean = read(cached, None, None, start, size, 0.0, padded, channels_last)
-        return (read(cached, patch, box, start, size, 0.0, padded, channels_last) - clean).to(dtype)
-    change = patch - read(cached, None, None, (box.top, box.left), box.size, 0.0, padded, channels_last)
+        clean = read_windows(cached, None, None, start, size, 0.0, padded, channels_last)
+        return (read_windows(cached, patch, box, start, size, 0.0, padded, channels_last) - clean).to(dtype)
+    change = patch - read_windows(cached, None, None, (box.top, box.left), box.size, 0.0, padded, channels_last)
     b, c = patch.shape[:2]
     shape = (b, size[0], size[1], c) if channels_last else (b, c, size[0], size[1])
     out = torch.zeros(shape, dtype=dtype)
@@ -340,13 +347,3 @@ def max_pool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], 
     for view in views[2:]:
         torch.maximum(out, view, out=out)  # in place: one allocation per pooling
     return out
-
-
-def avg_divisor(n_in: int, n_out: int, spec, i: int) -> torch.Tensor:
-    """Per-output-row divisor factor of average pooling (as PyTorch's CPU kernel computes it)."""
-    k, s, p = spec.kernel[i], spec.stride[i], spec.padding[i]
-    start = torch.arange(n_out) * s - p
-    end = torch.clamp(start + k, max=n_in + p)
-    size = end - start
-    clipped = torch.clamp(end, max=n_in) - torch.clamp(start, min=0)
-    return (size if spec.count_include_pad else clipped).to(torch.float32)

@@ -3,14 +3,14 @@
 Every node of the traced graph gets an `OpSpec` saying how a changed
 region passes through it:
 
-* ``"conv"`` / ``"maxpool"`` / ``"avgpool"``: the region grows by the kernel and
+* `OpKind` ``CONV`` / ``MAXPOOL`` / ``AVGPOOL``: the region grows by the kernel and
   shrinks by the stride; recomputed from the cached input plus a halo;
-* ``"pointwise"``: elementwise activations, BatchNorm in eval mode, dropout in
+* ``POINTWISE``: elementwise activations, BatchNorm in eval mode, dropout in
   eval mode, ``+ - * /``, concatenation along channels: the region is kept (the
   union of the operands' regions);
-* ``"tail"``: flatten, linear, adaptive pooling, reshapes, softmax: run normally
+* ``TAIL``: flatten, linear, adaptive pooling, reshapes, softmax: run normally
   on the batch of full maps;
-* ``"meta"``: shape queries (``x.size(0)``, ``x.shape``).
+* ``META``: shape queries (``x.size(0)``, ``x.shape``).
 
 Anything else raises `Unsupported` with the reason, and occlusion falls
 back to plain batched inference.
@@ -19,33 +19,49 @@ back to plain batched inference.
 from __future__ import annotations
 
 import builtins
+import enum
 import inspect
 import operator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..hooks import ACTIVATION_TYPES
+from ...geometry import pair, same_padding
+from ...hooks import ACTIVATION_TYPES
 
-if TYPE_CHECKING:
-    from ._regions import Box, Region
-
-__all__ = ["Unsupported", "OpSpec", "NodePlan", "trace", "classify", "check_inplace", "check_hooks", "call_node",
-           "fetch", "count_macs", "rectifiable_input"]
+__all__ = ["Unsupported", "OpKind", "OpSpec", "trace", "classify", "check_inplace", "check_hooks", "call_node",
+           "fetch", "rectifiable_input"]
 
 
 class Unsupported(Exception):
     """The model cannot be run incrementally; the message says why."""
 
 
+class OpKind(enum.Enum):
+    """What kind of operation a node is, which decides its region rule."""
+
+    PLACEHOLDER = "placeholder"  # the image
+    OUTPUT = "output"  # the graph's output
+    GET_ATTR = "get_attr"  # a parameter or buffer of the model
+    META = "meta"  # shapes and attributes (``x.size()``), no tensor values
+    POINTWISE = "pointwise"  # keeps the changed region (activations, BatchNorm, ``+``, ``cat`` on channels)
+    TAIL = "tail"  # needs the whole map (flatten, linear, adaptive pooling)
+    CONV = "conv"
+    MAXPOOL = "maxpool"
+    AVGPOOL = "avgpool"
+
+
+WINDOWED_KINDS = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)  # kinds that read a kernel window of their input
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """How one node is run. Geometry fields are ``(rows, cols)`` pairs for conv / pool nodes."""
 
-    kind: str
+    kind: OpKind
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
@@ -82,10 +98,6 @@ _POINTWISE_MODULES = ACTIVATION_TYPES + (nn.Dropout, nn.Dropout2d, nn.AlphaDropo
 _INPLACE_FUNCS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, torch.relu_, F.relu_}
 _MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 _AVGPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
 def trace(model: nn.Module) -> fx.Graph:
@@ -147,18 +159,18 @@ def describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
 def classify(node: fx.Node, modules: dict[str, nn.Module], cache: dict[fx.Node, Any]) -> OpSpec:
     """The `OpSpec` of one node (``cache`` holds the clean values, to know shapes)."""
     if node.op in ("placeholder", "output", "get_attr"):
-        return OpSpec(node.op)
+        return OpSpec(OpKind(node.op))
     if node.op == "call_module":
         return _classify_module(node, modules[node.target])
     if node.op == "call_function":
         return _classify_function(node, cache)
     if node.op == "call_method":
         if node.target in ("size", "dim"):
-            return OpSpec("meta")
+            return OpSpec(OpKind.META)
         if node.target in _ELEMENTWISE_METHODS:
-            return OpSpec("pointwise")
+            return OpSpec(OpKind.POINTWISE)
         if node.target in _TAIL_METHODS:
-            return OpSpec("tail")
+            return OpSpec(OpKind.TAIL)
     raise Unsupported(f"no region rule for {describe(node, modules)}")
 
 
@@ -166,12 +178,12 @@ def _classify_module(node: fx.Node, m: nn.Module) -> OpSpec:
     if isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros":
             raise Unsupported(f"Conv2d {node.target} uses padding_mode={m.padding_mode!r}; only zero padding has a rule")
-        k, d = _pair(m.kernel_size), _pair(m.dilation)
+        kernel, dilation = pair(m.kernel_size), pair(m.dilation)
         if m.padding == "same":
-            pad = tuple(di * (ki - 1) // 2 for ki, di in zip(k, d))
+            padding = (same_padding(kernel[0], dilation[0]), same_padding(kernel[1], dilation[1]))
         else:
-            pad = (0, 0) if m.padding == "valid" else _pair(m.padding)
-        return OpSpec("conv", k, _pair(m.stride), pad, d)
+            padding = (0, 0) if m.padding == "valid" else pair(m.padding)
+        return OpSpec(OpKind.CONV, kernel, pair(m.stride), padding, dilation)
     if isinstance(m, nn.MaxPool2d):
         return _maxpool(node, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
     if isinstance(m, nn.AvgPool2d):
@@ -179,26 +191,27 @@ def _classify_module(node: fx.Node, m: nn.Module) -> OpSpec:
     if isinstance(m, nn.BatchNorm2d):
         if m.training or m.running_mean is None:
             raise Unsupported(f"BatchNorm2d {node.target} uses batch statistics (no running statistics in eval mode)")
-        return OpSpec("pointwise")
+        return OpSpec(OpKind.POINTWISE)
     if isinstance(m, _POINTWISE_MODULES):
-        return OpSpec("pointwise")
+        return OpSpec(OpKind.POINTWISE)
     if isinstance(m, _TAIL_MODULES):
-        return OpSpec("tail")
+        return OpSpec(OpKind.TAIL)
     raise Unsupported(f"no region rule for {type(m).__name__} ({node.target})")
 
 
 def _maxpool(node, kernel, stride, padding, dilation, ceil_mode, return_indices) -> OpSpec:
     if return_indices:
         raise Unsupported(f"max pooling {node} returns indices")
-    k = _pair(kernel)
-    s = k if stride is None or stride == [] or stride == () else _pair(stride)
-    return OpSpec("maxpool", k, s, _pair(padding), _pair(dilation), ceil_mode=bool(ceil_mode))
+    k = pair(kernel)
+    s = k if stride is None or stride == [] or stride == () else pair(stride)
+    return OpSpec(OpKind.MAXPOOL, k, s, pair(padding), pair(dilation), ceil_mode=bool(ceil_mode))
 
 
 def _avgpool(kernel, stride, padding, ceil_mode, count_include_pad, divisor_override) -> OpSpec:
-    k = _pair(kernel)
-    s = k if stride is None or stride == [] or stride == () else _pair(stride)
-    return OpSpec("avgpool", k, s, _pair(padding), (1, 1), bool(count_include_pad), divisor_override, bool(ceil_mode))
+    k = pair(kernel)
+    s = k if stride is None or stride == [] or stride == () else pair(stride)
+    return OpSpec(OpKind.AVGPOOL, k, s, pair(padding), (1, 1), bool(count_include_pad), divisor_override,
+                  bool(ceil_mode))
 
 
 def _bind(names: tuple[str, ...], defaults: dict[str, Any], node: fx.Node) -> dict[str, Any]:
@@ -225,16 +238,16 @@ def _classify_function(node: fx.Node, cache: dict[fx.Node, Any]) -> OpSpec:
         b.apply_defaults()
         if b.arguments.get("training"):
             raise Unsupported(f"{t.__name__} is called with training=True (random)")
-        return OpSpec("pointwise")
+        return OpSpec(OpKind.POINTWISE)
     if t is torch.cat:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-        return OpSpec("pointwise" if dim in (1, -3) else "tail")
+        return OpSpec(OpKind.POINTWISE if dim in (1, -3) else OpKind.TAIL)
     if t is builtins.getattr or (t is operator.getitem and not isinstance(cache.get(node.args[0]), torch.Tensor)):
-        return OpSpec("meta")
+        return OpSpec(OpKind.META)
     if t in _ELEMENTWISE_FUNCS:
-        return OpSpec("pointwise")
+        return OpSpec(OpKind.POINTWISE)
     if t in _TAIL_FUNCS:
-        return OpSpec("tail")
+        return OpSpec(OpKind.TAIL)
     raise Unsupported(f"no region rule for {getattr(t, '__module__', '')}.{getattr(t, '__qualname__', t)}")
 
 
@@ -291,50 +304,12 @@ def call_node(node: fx.Node, modules: dict[str, nn.Module], args: tuple, kwargs:
     raise ValueError(f"cannot call a {node.op} node")
 
 
-@dataclass
-class NodePlan:
-    """How one node runs for every position: ``state`` is ``"const"``, ``"patch"``, ``"full"`` or ``"value"``."""
-
-    state: str
-    spec: OpSpec
-    region: Region | None = None
-    box: Box | None = None
-    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
-    top: torch.Tensor | None = None
-    left: torch.Tensor | None = None
-    divisor: tuple[torch.Tensor, torch.Tensor] | None = None
-    macs: dict[str, float] = field(default_factory=dict)
-
-
 def fetch(model: nn.Module, target: str) -> Any:
+    """The attribute ``target`` (a dotted path such as ``"features.0.weight"``) of ``model``."""
     obj = model
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
-
-
-def count_macs(node: fx.Node, p: NodePlan, modules: dict[str, nn.Module], cache: dict[fx.Node, Any]) -> None:
-    """Fill ``p.macs`` of a conv / linear node: per image, and per position on the true region."""
-    if node.op != "call_module":
-        return
-    m, out = modules[node.target], cache[node]
-    if isinstance(m, nn.Conv2d):
-        per_out = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-    elif isinstance(m, nn.Linear):
-        per_out = m.in_features
-    else:
-        return
-    total = per_out * out.numel()
-    if p.state == "const":
-        needed = computed = 0.0
-    elif p.region is not None and isinstance(m, nn.Conv2d):
-        needed = per_out * out.shape[1] * float(p.region.area.double().mean())
-        computed = total if p.box is None else per_out * out.shape[1] * p.box.size[0] * p.box.size[1]
-        if p.state == "patch":
-            p.macs["per_value"] = float(per_out * out.shape[1])
-    else:
-        needed = computed = float(total)
-    p.macs.update(full=float(total), needed=needed, computed=float(computed))
 
 
 def rectifiable_input(node: fx.Node, modules: dict[str, nn.Module], env: dict[fx.Node, Any]) -> torch.Tensor | None:

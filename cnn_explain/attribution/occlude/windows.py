@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._utils import positive_int
+from ..._utils import positive_int
 
 __all__ = ["Grid", "pair_arg", "make_grid", "resolve_baseline", "assemble"]
 
