@@ -1,7 +1,7 @@
-r"""Similarity of two saliency maps: Spearman rank correlation and SSIM (no scipy needed).
+r"""Similarity of two saliency maps: Spearman rank correlation and SSIM.
 
 * Spearman's $\rho$ is Pearson's correlation of the ranks, ties getting their
-  average rank (as `scipy.stats.spearmanr`).
+  average rank (computed by `scipy.stats.spearmanr`).
 * SSIM (Wang et al. 2004, "Image quality assessment: from error visibility to
   structural similarity") with a Gaussian window (σ = 1.5, 11 × 11, shrunk to fit
   small maps), $C_1 = (0.01 L)^2$, $C_2 = (0.03 L)^2$, averaged over the
@@ -19,26 +19,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["rankdata", "spearman", "ssim", "normalize"]
-
-
-def rankdata(a: np.ndarray) -> np.ndarray:
-    """1-based ranks of the flattened ``a``; tied values get their average rank."""
-    _, inverse, counts = np.unique(np.asarray(a, dtype=np.float64).ravel(), return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    average = ends - (counts - 1) / 2.0
-    return average[inverse.ravel()]
+__all__ = ["spearman", "ssim", "normalize"]
 
 
 def spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
-    """Spearman rank correlation of two equally sized maps (NaN if one is constant)."""
+    """Spearman rank correlation of two equally sized maps, from :func:`scipy.stats.spearmanr`.
+
+    Tied values get their average rank. NaN if one map is constant (no ranking to correlate).
+
+    Raises:
+        ValueError: the maps hold different numbers of values.
+    """
+    from scipy.stats import spearmanr
+
     a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64).ravel()
     b = np.asarray(b.detach().cpu() if isinstance(b, torch.Tensor) else b, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"maps differ in size: {a.size} and {b.size} values")
-    ra, rb = rankdata(a) - (a.size + 1) / 2.0, rankdata(b) - (b.size + 1) / 2.0
-    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")  # scipy would say the same, with a ConstantInputWarning
+    return float(spearmanr(a, b).statistic)
 
 
 def normalize(m: torch.Tensor) -> torch.Tensor:
