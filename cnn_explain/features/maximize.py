@@ -8,7 +8,7 @@ objective, by default the mean activation of channel ``k`` of a layer::
 The image is parameterized in Fourier space with decorrelated colours (or as plain
 pixels) and randomly jittered, scaled and rotated at every step; see
 :mod:`cnn_explain.features.param`. Objectives compose
-(:mod:`cnn_explain.features.objectives`)::
+(:mod:`cnn_explain.objectives`)::
 
     maximize(model, "conv3", [5], objective=channel("conv3") - 1e-3 * total_variation())
 
@@ -43,9 +43,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import first_conv, model_device, positive_int, progress_bar
+from .. import objectives as obj
+from .._utils import model_device, positive_int
+from ..roles import first_conv_module as first_conv
 from ..hooks import LayerSpec, _check_model, capture, preserved, resolve_layer, select_output
-from . import objectives as obj
+from ..optimize import OptimizeSettings, Optimizer, optimize_image
 from . import param as prm
 
 __all__ = ["MaximizeResult", "maximize"]
@@ -85,17 +87,17 @@ def maximize(model: nn.Module, layer: LayerSpec, channels: int | Sequence[int] |
         layer: the layer whose channels are maximized (name, module, glob, type).
         channels: channel indices (units for a ``(N, F)`` output such as a Linear
             layer's logits); None for all channels of the layer.
-        steps: optimization steps (Adam).
+        steps: optimization steps (``torch.optim.Adam``, see :func:`cnn_explain.optimize.optimize_image`).
         seed: seeds each image's generator together with its channel.
         input_shape: ``(C, H, W)`` of the optimized images (default: see module docs).
-        objective: an :class:`~cnn_explain.features.objectives.Objective` evaluated
+        objective: an :class:`~cnn_explain.objectives.Objective` evaluated
             per image; default ``channel(layer)`` (each image its own channel's mean).
         param: ``"fourier"`` (spectral, decorrelated colour) or ``"pixel"``.
         lr: Adam learning rate.
         transforms: random transforms per step; None for
             :func:`~cnn_explain.features.param.default_transforms`, ``()`` for none.
-        tv, l2: weights of :func:`~cnn_explain.features.objectives.total_variation`
-            and :func:`~cnn_explain.features.objectives.l2`, subtracted from the objective.
+        tv, l2: weights of :func:`~cnn_explain.objectives.total_variation`
+            and :func:`~cnn_explain.objectives.l2`, subtracted from the objective.
         mean, std: per-channel normalization the model expects; images are
             ``(pixels − mean) / std``.
         decorrelate: decorrelate RGB colours (ignored for other channel counts).
@@ -122,15 +124,16 @@ def maximize(model: nn.Module, layer: LayerSpec, channels: int | Sequence[int] |
     transforms = prm.default_transforms() if transforms is None else tuple(transforms)
     objective = obj.channel(name) if objective is None else objective
     if not isinstance(objective, obj.Objective):
-        raise TypeError(f"objective must be an Objective (see cnn_explain.features.objectives), got {type(objective).__name__}")
+        raise TypeError(f"objective must be an Objective (see cnn_explain.objectives), got {type(objective).__name__}")
     if tv:
-        objective = objective - tv * obj.total_variation()
+        objective = objective - tv * obj.total_variation(norm="l1")
     if l2:
         objective = objective - l2 * obj.l2()
     names = {obj.spec_key(s): resolve_layer(model, s, argname="objective")[0] for s in objective.layers}
     mean_t, std_t = _norm(mean, shape[0], "mean", 0.0), _norm(std, shape[0], "std", 1.0)
-    run = dict(model=model, shape=shape, steps=steps, seed=seed, objective=objective, names=names, param=param,
-               lr=float(lr), transforms=transforms, mean=mean_t, std=std_t, decorrelate=decorrelate)
+    run = _Run(model=model, shape=shape, seed=seed, objective=objective, names=names, param=param,
+               transforms=transforms, mean=mean_t, std=std_t, decorrelate=decorrelate,
+               optim=OptimizeSettings(steps=steps, optimizer=Optimizer.ADAM, lr=float(lr)))
     pixels, history = [], []
     with preserved(model, eval=True, freeze=True):
         for start in range(0, len(chans), batch):
@@ -213,25 +216,21 @@ def _channels(channels: Any, out_shape: tuple[int, ...], name: str) -> list[int]
     return [int(c) for c in items]
 
 
-class _Adam:
-    """Adam (Kingma & Ba 2015) on one tensor; elementwise, so each image's update depends on its own gradient only.
+@dataclass(frozen=True)
+class _Run:
+    """The checked settings of one :func:`maximize` call (shared by its batches)."""
 
-    (torch.optim is avoided: importing it loads torch._dynamo, seconds of start-up.)
-    """
-
-    def __init__(self, params: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
-        self.m, self.v = torch.zeros_like(params), torch.zeros_like(params)
-
-    @torch.no_grad()
-    def step(self, grad: torch.Tensor) -> None:
-        b1, b2 = self.betas
-        self.t += 1
-        self.m.mul_(b1).add_(grad, alpha=1 - b1)
-        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        m_hat = self.m / (1 - b1 ** self.t)
-        v_hat = self.v / (1 - b2 ** self.t)
-        self.params.sub_(self.lr * m_hat / (v_hat.sqrt() + self.eps))
+    model: nn.Module
+    shape: tuple[int, int, int]
+    seed: int
+    objective: obj.Objective
+    names: dict[Any, str]
+    param: str
+    transforms: tuple[prm.Transform, ...]
+    mean: torch.Tensor
+    std: torch.Tensor
+    decorrelate: bool
+    optim: OptimizeSettings
 
 
 def _evaluate(model, x, pixels, objective, names, chan_t, rows_t) -> torch.Tensor:
@@ -242,33 +241,30 @@ def _evaluate(model, x, pixels, objective, names, chan_t, rows_t) -> torch.Tenso
         out = model(x)
         logits = select_output(out).reshape(x.shape[0], -1) if objective.needs_logits else None
         acts = {n: rec.live(n) for n in layers}
-        values = objective(obj.Context(acts, names, pixels, logits, chan_t, rows_t))
+        values = objective(obj.Context(acts, pixels, names, logits, chan_t, rows_t))
     if not isinstance(values, torch.Tensor) or values.shape != (x.shape[0],):
         raise ValueError(f"the objective must give one value per image, shape ({x.shape[0]},); "
                          f"got {getattr(values, 'shape', type(values).__name__)}")
     return values
 
 
-def _optimize(run: dict, rows: list[int], chans: list[int], progress: bool, desc: str):
+def _optimize(run: _Run, rows: list[int], chans: list[int], progress: bool, desc: str):
     """Optimize one batch of images together; returns ((B, C, H, W) pixels, (steps, B) history)."""
-    model, device = run["model"], model_device(run["model"])
-    gens = prm.image_generators(run["seed"], chans)
-    make = prm.fourier_image if run["param"] == "fourier" else prm.pixel_image
-    params, to_image = make(run["shape"], gens, decorrelate=run["decorrelate"], device=device)
-    adam = _Adam(params, run["lr"])
-    mean, std = run["mean"].to(device).view(1, -1, 1, 1), run["std"].to(device).view(1, -1, 1, 1)
-    names, objective = run["names"], run["objective"]
+    device = model_device(run.model)
+    gens = prm.image_generators(run.seed, chans)
+    make = prm.fourier_image if run.param == "fourier" else prm.pixel_image
+    params, to_image = make(run.shape, gens, decorrelate=run.decorrelate, device=device)
+    mean, std = run.mean.to(device).view(1, -1, 1, 1), run.std.to(device).view(1, -1, 1, 1)
     chan_t, rows_t = torch.tensor(chans, device=device), torch.tensor(rows, device=device)
-    history = []
-    with torch.enable_grad():
-        for _ in progress_bar(range(run["steps"]), enabled=progress, desc=desc, unit="step"):
-            pixels = to_image()
-            x = (prm.apply_transforms(pixels, run["transforms"], gens) - mean) / std
-            values = _evaluate(model, x, pixels, objective, names, chan_t, rows_t)
-            (grad,) = torch.autograd.grad(-values.sum(), [params])
-            adam.step(grad)
-            history.append(values.detach().cpu())
-        with torch.no_grad():
-            final = to_image().detach().cpu()
-    hist = torch.stack(history) if history else torch.zeros(0, len(chans))
+
+    def loss() -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = to_image()
+        x = (prm.apply_transforms(pixels, run.transforms, gens) - mean) / std
+        values = _evaluate(run.model, x, pixels, run.objective, run.names, chan_t, rows_t)
+        return -values, values.detach().cpu()  # maximize the objective: minimize its negative
+
+    trace = optimize_image(params, loss, run.optim, progress=progress, desc=desc)
+    with torch.no_grad():
+        final = to_image().detach().cpu()
+    hist = torch.stack(trace.history) if trace.history else torch.zeros(0, len(chans))
     return final, hist
