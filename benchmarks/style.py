@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from cnn_explain.models import random_texture_net  # noqa: E402
 from cnn_explain.style import DEFAULTS, transfer  # noqa: E402
 from cnn_explain.data import sample_image  # noqa: E402
-from cnn_explain.style_images import fit  # noqa: E402
+from cnn_explain.style.images import fit  # noqa: E402
 
 
 

@@ -134,7 +134,9 @@ class RandomTextureNet(nn.Module):
         for level in range(self.levels):
             f = 2 ** level
             for k in self.kernels:
-                conv = nn.Conv2d(3, channels, k)  # padded in forward: reflect, or replicate if too small
+                # padded in forward: reflect, or replicate if too small. skip_init: no default
+                # initialization, which would draw from the global random state
+                conv = nn.utils.skip_init(nn.Conv2d, 3, channels, k)
                 with torch.no_grad():
                     bound = (3.0 / (3 * k * k)) ** 0.5
                     conv.weight.uniform_(-bound, bound, generator=g)

@@ -87,7 +87,7 @@ def test_losses_hand_values_and_algebra():
     assert float(c(feats, image)) == pytest.approx(8 / 32)  # ‖1−2‖² = 8 over ‖2‖² = 32
     s = style_loss(target)  # grams: all 0.25 vs all 1.0 -> (0.75²·4)/(1·4)
     assert float(s(feats, image)) == pytest.approx(0.5625)
-    tv = total_variation()
+    tv = total_variation(norm="squared")
     assert float(tv(feats, image)) == pytest.approx(1.0)  # rows equal, columns differ by 1
     combo = c + 10 * s - tv / 2 + 1.0
     total, parts = combo.terms(feats, image)
@@ -99,9 +99,9 @@ def test_losses_hand_values_and_algebra():
 
 def test_objective_evaluates_each_leaf_once():
     calls = []
-    from cnn_explain.style_losses import Objective
+    from cnn_explain.objectives import Objective
 
-    leaf = Objective(lambda f, x: calls.append(1) or torch.tensor(2.0), "x")
+    leaf = Objective(lambda ctx: calls.append(1) or torch.tensor(2.0), "x")
     assert float((leaf + 3 * leaf - leaf)(None, None)) == 6.0
     assert len(calls) == 1
 
@@ -169,6 +169,23 @@ def test_deterministic_under_seed_and_global_rng_untouched(pair, net):
     assert not torch.equal(a.image, c.image)
 
 
+@pytest.mark.parametrize("bad", [{}, {"optimizer": "sgd"}, {"content": "/no/such/file.jpg"}, {"steps": 0}])
+def test_default_network_leaves_global_rng_untouched(pair, bad):
+    """Building random_texture_net() draws nothing from the global RNG, also when an argument is rejected."""
+    bad = dict(bad)
+    rejected = bool(bad)
+    content = bad.pop("content", pair[0])
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    if rejected:
+        with pytest.raises(ValueError):
+            transfer(content, pair[1], size=16, progress=False, **bad)
+    else:
+        res = transfer(content, pair[1], steps=1, size=16, init="noise", progress=False)
+        assert res.settings["model_name"] == "RandomTextureNet"
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_adam(pair, net):
     res = transfer(*pair, model=net, optimizer="adam", init="noise", steps=15, lr=0.05, size=SIZE, progress=False)
     assert res.history[-1]["total"] < res.history[0]["total"]
@@ -229,8 +246,8 @@ def test_inputs_converted_and_resized_with_warning(pair, net, tmp_path):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(content="/no/such/file.jpg"), ValueError, "content: no such image file"),
-        (dict(style=__file__), ValueError, "style: cannot open"),
+        (dict(content="/no/such/file.jpg"), ValueError, "content='/no/such/file.jpg': no such image file"),
+        (dict(style=__file__), ValueError, "style=.*could not be read as an image"),
         (dict(content=[1, 2, 3]), TypeError, "content"),
         (dict(style=torch.rand(2, 3, 8, 8)), ValueError, "style must be one image"),
         (dict(content=torch.rand(3, 8, 8) * 3), ValueError, r"content must hold values in \[0, 1\]"),
@@ -294,11 +311,3 @@ def test_example_runs_with_tiny_settings(tmp_path, capsys):
     assert mod.main(["--size", "32", "--steps", "2", "--out", str(out), "--figure", str(fig), "--quiet"]) == 0
     assert Image.open(out).size == (32, 32) and fig.stat().st_size > 0
     assert "2 steps" in capsys.readouterr().out
-
-
-def test_cli_style_errors_name_the_argument(tmp_path):
-    from cnn_explain.style import cli_style
-
-    with pytest.raises(ValueError, match="content: no such image file"):
-        cli_style(["--content", str(tmp_path / "missing.jpg"), "--steps", "1", "--size", "32", "--quiet",
-                   "--out", str(tmp_path / "o.png")])

@@ -19,7 +19,7 @@ def style_figure(result: Any, content: Any = None, style: Any = None, *, figsize
     Args:
         result: a :class:`cnn_explain.style.StyleResult`.
         content: the content image to show (``(3, H, W)`` tensor or anything
-            :func:`cnn_explain.style_images.load_rgb` takes); default the
+            :func:`cnn_explain.style.images.load_rgb` takes); default the
             resized one stored in ``result.content``.
         style: the style image, same; default ``result.style``.
         figsize: figure size in inches.
@@ -80,7 +80,7 @@ def _check_result(result: Any) -> None:
 
 
 def _image(x: Any, argname: str) -> torch.Tensor:
-    from ..style_images import load_rgb
+    from ..style.images import load_rgb
 
     if x is None:
         raise ValueError(f"{argname} is required: the result does not hold the {argname} image")

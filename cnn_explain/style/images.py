@@ -1,14 +1,15 @@
-"""Turning the style-transfer inputs into ``(1, 3, H, W)`` RGB tensors in ``[0, 1]``.
+"""Style-transfer inputs as ``(1, 3, H, W)`` RGB tensors in ``[0, 1]``, cropped and resized to the working size.
 
 Accepted for ``content`` and ``style``: a tensor ``(3, H, W)`` / ``(1, 3, H, W)``
 (float in ``[0, 1]`` or uint8), a PIL image, a NumPy array ``(H, W)`` /
 ``(H, W, C)`` (uint8 scaled by 1/255), or a file path. Grayscale images are
 repeated to three channels and the alpha channel of RGBA images is dropped.
+Reading and converting go through :func:`cnn_explain.images.to_batch`; this
+module only checks the result and sizes it.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any, Union
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._utils import as_batch
+from ..images import to_batch
 
 __all__ = ["load_rgb", "working_size", "fit", "warn_if_sizes_differ"]
 
@@ -31,13 +32,11 @@ def load_rgb(x: Any, argname: str) -> torch.Tensor:
             images, a channel count other than 1, 3 or 4, or values outside [0, 1].
         TypeError: anything else.
     """
-    if isinstance(x, (str, os.PathLike)):
-        x = _open(x, argname)
     if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
         x = x.float() / 255.0
     if isinstance(x, np.ndarray) and x.dtype == bool:
         x = x.astype(np.float32)
-    t = as_batch(x, argname=argname).detach().float().cpu()
+    t = to_batch(x, argname=argname).detach().float().cpu()  # files are read by the one image I/O module
     if t.shape[0] != 1:
         raise ValueError(f"{argname} must be one image, got a batch of {t.shape[0]}")
     channels = t.shape[1]
@@ -53,18 +52,6 @@ def load_rgb(x: Any, argname: str) -> torch.Tensor:
             f"[{t.min().item():.3g}, {t.max().item():.3g}]"
         )
     return t.clamp(0, 1).contiguous()
-
-
-def _open(path: str | os.PathLike, argname: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise ValueError(f"{argname}: no such image file {os.fspath(path)!r}") from None
-    except (UnidentifiedImageError, IsADirectoryError, PermissionError, OSError) as exc:
-        raise ValueError(f"{argname}: cannot open {os.fspath(path)!r} as an image ({exc})") from None
 
 
 def working_size(size: Size, content: torch.Tensor) -> tuple[int, int]:

@@ -9,7 +9,7 @@ content image (or noise), :func:`transfer` optimizes the pixels so that
 
 is small: the content loss compares one layer's maps with the content image's,
 the style loss compares Gram matrices of several layers with the style image's
-(:mod:`cnn_explain.style_losses`). Only the image changes; the network is fixed.
+(:mod:`cnn_explain.objectives`). Only the image changes; the network is fixed.
 
 Any CNN works: layers are read through :func:`cnn_explain.hooks.capture` by
 name. Without a model, :func:`cnn_explain.models.random_texture_net` — random
@@ -37,23 +37,78 @@ the model expects ImageNet-normalized inputs)::
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._utils import model_device, positive_int, progress_bar
-from .hooks import capture, preserved, resolve_layers
-from .style_images import Size, fit, load_rgb, warn_if_sizes_differ, working_size
-from .style_losses import Objective, content_loss, gram_matrix, style_loss, total_variation
+from .._utils import model_device, positive_int
+from ..hooks import capture, preserved, resolve_layers
+from ..models import RandomTextureNet, random_texture_net
+from ..objectives import Context, Objective, content_loss, layer_weights, style_loss, total_variation
+from ..optimize import OptimizeSettings, Optimizer, optimize_image
+from .images import Size, fit, load_rgb, warn_if_sizes_differ, working_size
 
-__all__ = ["transfer", "StyleResult", "gram_matrix", "content_loss", "style_loss", "total_variation",
-           "Objective", "layer_features", "cli_style"]
+__all__ = ["transfer", "StyleResult", "StyleSettings", "Init", "layer_features", "DEFAULTS"]
 
-DEFAULTS = {"content_weight": 1.0, "style_weight": 10.0, "tv_weight": 1.0, "steps": 30, "lr": {"lbfgs": 1.0, "adam": 0.02}}
+#: The defaults of :func:`transfer`'s numeric options, read-only (a command line reads its defaults here).
+#: ``DEFAULTS["lr"]`` maps each optimizer (``"lbfgs"``, ``"adam"``) to its default learning rate.
+DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "content_weight": 1.0, "style_weight": 10.0, "tv_weight": 1.0, "steps": 30,
+    "lr": MappingProxyType({"lbfgs": 1.0, "adam": 0.02}),
+})
+
+
+class Init(str, enum.Enum):
+    """Where the optimized image starts."""
+
+    CONTENT = "content"  # the content image itself
+    NOISE = "noise"  # uniform noise in [0, 1] from a private generator
+
+
+@dataclass(frozen=True)
+class StyleSettings:
+    """The checked arguments of one :func:`transfer` (``StyleResult.settings`` is this as a dict).
+
+    Attributes:
+        model_name: the model's class name.
+        content_layers, style_layers: resolved layer names.
+        style_weights: ``{style layer: w_l}``.
+        content_weight, style_weight, tv_weight: ``α``, ``β``, ``γ``.
+        steps, optimizer, lr: the optimization (:class:`cnn_explain.optimize.OptimizeSettings`).
+        size: the ``size`` argument (the result holds the working ``(H, W)``).
+        init: :class:`Init`.
+        seed: seed of the noise initialization.
+    """
+
+    model_name: str
+    content_layers: list[str]
+    style_layers: list[str]
+    style_weights: dict[str, float]
+    content_weight: float
+    style_weight: float
+    tv_weight: float
+    steps: int
+    optimizer: Optimizer
+    lr: float
+    size: Size
+    init: Init
+    seed: int
+
+    @property
+    def optim(self) -> OptimizeSettings:
+        return OptimizeSettings(steps=self.steps, optimizer=self.optimizer, lr=self.lr)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (enums as their strings), as stored in :attr:`StyleResult.settings`."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: v.value if isinstance(v, enum.Enum) else v for k, v in d.items()}
 
 
 @dataclass(frozen=True)
@@ -146,29 +201,29 @@ def transfer(
             that does not open, bad sizes, weights, steps or option names.
         TypeError: inputs of the wrong type.
     """
-    cfg = _settings(model, content_layers, style_layers, style_weights, content_weight, style_weight,
+    net = _model(model)
+    cfg = _settings(net, content_layers, style_layers, style_weights, content_weight, style_weight,
                     tv_weight, steps, optimizer, lr, size, init, seed)
-    model = cfg.pop("model")
     c_img, s_img = load_rgb(content, "content"), load_rgb(style, "style")
     hw = working_size(size, c_img)
     warn_if_sizes_differ(c_img, s_img, hw)
     c_img, s_img = fit(c_img, hw), fit(s_img, hw)
-    device = model_device(model)
+    device = model_device(net)
     pre = transform if transform is not None else (lambda x: x)
-    layers = list(dict.fromkeys(cfg["content_layers"] + cfg["style_layers"]))
-    with preserved(model, eval=True, freeze=True, rng=True), torch.enable_grad():
-        forward = _Forward(model, layers, pre)
-        c_maps = _maps(forward, c_img.to(device), cfg["content_layers"])
-        s_maps = _maps(forward, s_img.to(device), cfg["style_layers"])
-        objective = (cfg["content_weight"] * content_loss(c_maps)
-                     + cfg["style_weight"] * style_loss(s_maps, cfg["style_weights"])
-                     + cfg["tv_weight"] * total_variation())
+    layers = list(dict.fromkeys(cfg.content_layers + cfg.style_layers))
+    with preserved(net, eval=True, freeze=True, rng=True), torch.enable_grad():
+        forward = _Forward(net, layers, pre)
+        c_maps = _maps(forward, c_img.to(device), cfg.content_layers)
+        s_maps = _maps(forward, s_img.to(device), cfg.style_layers)
+        objective = (cfg.content_weight * content_loss(c_maps)
+                     + cfg.style_weight * style_loss(s_maps, cfg.style_weights)
+                     + cfg.tv_weight * total_variation(norm="squared"))
         del c_maps, s_maps
         start = time.perf_counter()
-        image, history, evaluations = _optimize(forward, objective, _init(c_img, init, seed).to(device), cfg, progress)
+        image, history, evaluations = _optimize(forward, objective, _init(c_img, cfg).to(device), cfg, progress)
         seconds = time.perf_counter() - start
-    cfg["size"] = hw
-    return StyleResult(image[0].detach().cpu(), history, cfg, seconds, evaluations, c_img[0], s_img[0])
+    settings = {**cfg.as_dict(), "size": hw}
+    return StyleResult(image[0].detach().cpu(), history, settings, seconds, evaluations, c_img[0], s_img[0])
 
 
 def _no_copy(t: torch.Tensor) -> torch.Tensor:
@@ -205,49 +260,37 @@ def _maps(forward: _Forward, image: torch.Tensor, names: list[str]) -> dict[str,
     return {n: feats[n].detach() for n in names}
 
 
-def _init(content: torch.Tensor, init: str, seed: int) -> torch.Tensor:
-    if init == "content":
+def _init(content: torch.Tensor, cfg: StyleSettings) -> torch.Tensor:
+    if cfg.init is Init.CONTENT:
         return content.clone()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(cfg.seed)
     return torch.rand(content.shape, generator=g)
 
 
-def _optimize(forward: _Forward, objective: Objective, image: torch.Tensor, cfg: dict, progress: bool):
-    """Run ``cfg["steps"]`` optimizer steps; returns (image, history, number of loss evaluations)."""
+def _optimize(forward: _Forward, objective: Objective, image: torch.Tensor, cfg: StyleSettings,
+              progress: bool) -> tuple[torch.Tensor, list[dict[str, float]], int]:
+    """Run ``cfg.steps`` optimizer steps on the pixels; returns (image, history, number of loss evaluations)."""
     image = image.detach().clone().requires_grad_(True)
-    if cfg["optimizer"] == "lbfgs":
-        opt = torch.optim.LBFGS([image], lr=cfg["lr"], max_iter=1, history_size=20)
-    else:
-        opt = torch.optim.Adam([image], lr=cfg["lr"])
-    evals: list[dict[str, float]] = []
 
-    def closure() -> torch.Tensor:
-        total, parts = objective.terms(forward(image), image)
-        (grad,) = torch.autograd.grad(total, image)
-        image.grad = grad  # our own tensor: nothing of the user's accumulates
-        evals.append({"total": float(total.detach()), **parts})
-        return total.detach()
+    def loss() -> tuple[torch.Tensor, dict[str, float]]:
+        total, parts = objective.terms(Context(forward(image), image))
+        return total, {"total": float(total.detach().sum()), **parts}
 
-    history: list[dict[str, float]] = []
-    bar = progress_bar(range(cfg["steps"]), enabled=progress, desc="style transfer", unit="step")
-    for _ in bar:
-        first = len(evals)
-        opt.step(closure)
-        history.append(evals[first])  # the loss where this step started
-        if progress:
-            bar.set_postfix(loss=f"{history[-1]['total']:.4g}", refresh=False)
-    image.grad = None
-    return image.detach().clamp(0, 1), history, len(evals)
+    trace = optimize_image(image, loss, cfg.optim, progress=progress, desc="style transfer",
+                           postfix=lambda rec: {"loss": f"{rec['total']:.4g}"})
+    return image.detach().clamp(0, 1), trace.history, trace.evaluations
+
+
+def _model(model: nn.Module | None) -> nn.Module:
+    if model is None:
+        return random_texture_net()  # built without drawing from the global random state
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
+    return model
 
 
 def _settings(model, content_layers, style_layers, style_weights, content_weight, style_weight,
-              tv_weight, steps, optimizer, lr, size, init, seed) -> dict[str, Any]:
-    from .models import RandomTextureNet, random_texture_net
-
-    if model is None:
-        model = random_texture_net()
-    elif not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
+              tv_weight, steps, optimizer, lr, size, init, seed) -> StyleSettings:
     default_c, default_s = _default_layers(model, RandomTextureNet)
     c_names = _layer_names(model, content_layers, default_c, "content_layers")
     s_names = _layer_names(model, style_layers, default_s, "style_layers")
@@ -255,19 +298,16 @@ def _settings(model, content_layers, style_layers, style_weights, content_weight
         raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
     if init not in ("content", "noise"):
         raise ValueError(f"init must be 'content' or 'noise', got {init!r}")
-    weights = {name: _nonneg(v, name) for name, v in
-               (("content_weight", content_weight), ("style_weight", style_weight), ("tv_weight", tv_weight))}
     lr = DEFAULTS["lr"][optimizer] if lr is None else _nonneg(lr, "lr")
     if lr == 0:
         raise ValueError("lr must be > 0")
-    from .style_losses import _layer_weights
-
-    return {
-        "model": model, "model_name": type(model).__name__, "content_layers": c_names, "style_layers": s_names,
-        "style_weights": _layer_weights(s_names, style_weights, "style_weights"), **weights,
-        "steps": positive_int(steps, "steps"), "optimizer": optimizer, "lr": lr, "size": size, "init": init,
-        "seed": positive_int(seed, "seed", minimum=0),
-    }
+    return StyleSettings(
+        model_name=type(model).__name__, content_layers=c_names, style_layers=s_names,
+        style_weights=layer_weights(s_names, style_weights, "style_weights"),
+        content_weight=_nonneg(content_weight, "content_weight"), style_weight=_nonneg(style_weight, "style_weight"),
+        tv_weight=_nonneg(tv_weight, "tv_weight"), steps=positive_int(steps, "steps"),
+        optimizer=Optimizer(optimizer), lr=lr, size=size, init=Init(init), seed=positive_int(seed, "seed", minimum=0),
+    )
 
 
 def _default_layers(model: nn.Module, texture_cls: type) -> tuple[list[str] | None, list[str] | None]:
@@ -310,10 +350,3 @@ def layer_features(model: nn.Module, image: Any, layers: str | Sequence[str], *,
         with capture(model, names) as rec:
             model(pre(x))
         return {n: rec[n].cpu() for n in names}
-
-
-def cli_style(argv: Sequence[str] | None = None) -> int:
-    """``cnn-explain style --content A --style B --out C.png [--steps N --size S ...]``; returns 0."""
-    from .style_cli import main
-
-    return main(argv)
