@@ -1,0 +1,243 @@
+r"""The CAM family through one function: `cam`.
+
+For the feature maps $A^k$ (`(N, K, h, w)`) of a layer, the gradients
+$g^k = \partial S_c / \partial A^k$ and the class score $S_c$:
+
+| method | map | paper |
+|---|---|---|
+| `grad-cam` | $\mathrm{ReLU}(\sum_k \bar g^k A^k)$, $\bar g^k$ the spatial mean | Selvaraju et al. 2017 |
+| `grad-cam++` | $w_k = \sum_{ij} \alpha^k_{ij} \mathrm{ReLU}(g^k_{ij})$, $\alpha = \frac{(g)^2}{2 (g)^2 + \sum_{ab} A^k_{ab} (g)^3}$ | Chattopadhay et al. 2018 |
+| `smooth-grad-cam++` | Grad-CAM++ with $g^p$ averaged over noisy inputs $x + \mathcal N(0, \sigma^2)$ | Omeiza et al. 2019 |
+| `xgrad-cam` | $w_k = \sum_{ij} g^k_{ij} A^k_{ij} / \sum_{ij} A^k_{ij}$ | Fu et al. 2020 |
+| `layer-cam` | $\mathrm{ReLU}(\sum_k \mathrm{ReLU}(g^k) \odot A^k)$ | Jiang et al. 2021 |
+| `hires-cam` | $\mathrm{ReLU}(\sum_k g^k \odot A^k)$ | Draelos & Carin 2020 |
+| `score-cam`, `ss-cam`, `is-cam`, `ablation-cam` | see `cnn_explain.attribution._score_cam` | |
+| `eigen-cam` | $A V_1$: the maps projected on their first right singular vector (class-agnostic) | Muhammad & Yeasin 2020 |
+
+Every map except Eigen-CAM goes through a ReLU; ``result.cam`` is the raw
+map at the layer's resolution (normalize with ``(L - min) / max`` to compare
+with torch-cam, which returns normalized maps) and ``result.attribution`` is
+its bilinear upsampling to the input size, as `grad_cam` does.
+
+Example:
+    >>> from cnn_explain.models import tiny_vgg
+    >>> r = cam(tiny_vgg().eval(), torch.rand(1, 3, 16, 16), method="layer-cam")
+    >>> r.method, r.cam.shape, r.attribution.shape
+    ('layer-cam', torch.Size([1, 1, 8, 8]), torch.Size([1, 1, 16, 16]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._utils import check_channels, forward_logits, model_device, positive_int, resolve_target
+from ..hooks import LayerSpec, capture, preserved, resolve_layer, resolve_layers
+from ..images import to_batch
+from ._score_cam import ablation_weights, score_weights
+from .cam import GradCam
+
+__all__ = ["cam", "CamMethod", "CamSettings", "layer_maps"]
+
+EPS = 1e-8  # torch-cam's epsilon in Grad-CAM++ / XGrad-CAM denominators and normalization
+
+
+class CamMethod(str, Enum):
+    """The CAM variants `cam` computes."""
+
+    GRAD_CAM = "grad-cam"
+    GRAD_CAM_PP = "grad-cam++"
+    SMOOTH_GRAD_CAM_PP = "smooth-grad-cam++"
+    XGRAD_CAM = "xgrad-cam"
+    LAYER_CAM = "layer-cam"
+    HIRES_CAM = "hires-cam"
+    SCORE_CAM = "score-cam"
+    SS_CAM = "ss-cam"
+    IS_CAM = "is-cam"
+    ABLATION_CAM = "ablation-cam"
+    EIGEN_CAM = "eigen-cam"
+
+
+_DEFAULT_SAMPLES = {CamMethod.SMOOTH_GRAD_CAM_PP: 4, CamMethod.SS_CAM: 35, CamMethod.IS_CAM: 10}
+_DEFAULT_NOISE = {CamMethod.SMOOTH_GRAD_CAM_PP: 0.3, CamMethod.SS_CAM: 2.0}
+
+
+@dataclass(frozen=True)
+class CamSettings:
+    """The sampling settings of one call (torch-cam's defaults when not given).
+
+    Attributes:
+        samples: noisy samples (Smooth Grad-CAM++ 4, SS-CAM 35) or IS-CAM steps (10).
+        noise: noise std: on the input (Smooth Grad-CAM++, 0.3) or on the [0, 1] masks (SS-CAM, 2.0).
+        seed: seeds a private generator (the global RNG is untouched).
+        batch_size: masked / ablated inputs per forward pass (Score-CAM family, Ablation-CAM).
+    """
+
+    samples: int
+    noise: float
+    seed: int
+    batch_size: int
+
+    @classmethod
+    def make(cls, method: CamMethod, samples: Any, noise: Any, seed: Any, batch_size: Any) -> CamSettings:
+        samples = _DEFAULT_SAMPLES.get(method, 1) if samples is None else positive_int(samples, "samples")
+        noise = _DEFAULT_NOISE.get(method, 0.0) if noise is None else noise
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+            raise ValueError(f"noise must be a number >= 0, got {noise!r}")
+        return cls(samples, float(noise), positive_int(seed, "seed", minimum=0), positive_int(batch_size, "batch_size"))
+
+
+def _method(method: Any) -> CamMethod:
+    try:
+        return CamMethod(method)
+    except ValueError:
+        raise ValueError(f"method must be one of {', '.join(repr(m.value) for m in CamMethod)}, "
+                         f"got {method!r}") from None
+
+
+def _layers(model: nn.Module, layer: LayerSpec) -> dict[str, nn.Module]:
+    if layer is None:
+        convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+        if not convs:
+            raise ValueError("layer=None picks the last Conv2d executed, but the model has no Conv2d; "
+                             "pass layer=<a layer with (N, C, h, w) output>")
+        return convs
+    _, module = resolve_layer(model, layer, argname="layer")
+    return resolve_layers(model, module, argname="layer")
+
+
+def layer_maps(model: nn.Module, x: torch.Tensor, target: Any, layers: dict[str, nn.Module],
+               output: Any = None) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward and ``torch.autograd.grad``: ``(layer key, A (N, K, h, w), dS/dA, target (N,))``.
+
+    The last call recorded among ``layers`` is used (execution order). The model
+    must already be frozen and in eval mode.
+    """
+    with torch.inference_mode(False), torch.enable_grad(), capture(model, list(layers.values()), grads=True) as rec:
+        leaf = x.detach().clone().requires_grad_(True)
+        logits = forward_logits(model, leaf.clone(), output)
+        if not len(rec):
+            raise ValueError(f"layer {', '.join(layers)} was not called in the forward pass")
+        key = list(rec.outputs)[-1]
+        acts = rec.live(key)
+        if acts.dim() != 4:
+            raise ValueError(f"layer {key!r} outputs shape {tuple(acts.shape)}; a CAM needs an "
+                             "(N, C, h, w) feature map: pass layer=<a conv layer>")
+        tgt = resolve_target(target, logits).clone()
+        score = logits.gather(1, tgt.to(logits.device)[:, None]).sum()
+        (grads,) = torch.autograd.grad(score, acts)
+    return key, acts.detach(), grads.detach(), tgt
+
+
+def _grad_cam_pp(acts: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, g3: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ weights ``(N, K)`` from the first three derivative estimates (``g**p`` or their means)."""
+    alpha = g2 / (2 * g2 + (acts.sum((2, 3), keepdim=True) * g3) + EPS)
+    return (alpha * torch.relu(g1)).sum((2, 3))
+
+
+def _smooth_derivatives(model, x, tgt, layers, output, settings: CamSettings):
+    """Means over noisy copies of ``g``, ``g**2``, ``g**3`` (noise ``N(0, noise^2)`` on the input)."""
+    gen = torch.Generator(device="cpu").manual_seed(settings.seed)
+    sums = None
+    for _ in range(settings.samples):
+        z = torch.normal(0.0, settings.noise, size=x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        _, _, g, _ = layer_maps(model, x + z, tgt, layers, output)
+        terms = (g, g * g, g * g * g)
+        sums = terms if sums is None else tuple(s + t for s, t in zip(sums, terms))
+    return tuple(s / settings.samples for s in sums)
+
+
+def _eigen(acts: torch.Tensor) -> torch.Tensor:
+    """Each image's ``(h w, K)`` maps projected on the first right singular vector; sign with a positive sum."""
+    n, k, h, w = acts.shape
+    flat = acts.flatten(2).transpose(1, 2)  # (N, hw, K)
+    v = torch.linalg.svd(flat, full_matrices=False).Vh[:, 0]  # (N, K)
+    proj = (flat @ v[:, :, None])[:, :, 0]  # (N, hw)
+    proj = proj * torch.where(proj.sum(1, keepdim=True) < 0, -1.0, 1.0).to(proj.dtype)
+    return proj.reshape(n, 1, h, w)
+
+
+def _call_index(key: str) -> int:
+    return int(key.split("#")[1]) if "#" in key else 0
+
+
+def _weights_and_map(m: CamMethod, model, x, tgt, layers, key, acts, grads, output, settings, progress):
+    """``(weights (N, K) or None, map (N, 1, h, w) before the ReLU)``."""
+    if m is CamMethod.GRAD_CAM:
+        w = grads.mean((2, 3))
+    elif m is CamMethod.GRAD_CAM_PP:
+        w = _grad_cam_pp(acts, grads, grads ** 2, grads ** 3)
+    elif m is CamMethod.SMOOTH_GRAD_CAM_PP:
+        w = _grad_cam_pp(acts, *_smooth_derivatives(model, x, tgt, layers, output, settings))
+    elif m is CamMethod.XGRAD_CAM:
+        w = (grads * acts).sum((2, 3)) / (acts.sum((2, 3)) + EPS)
+    elif m in (CamMethod.LAYER_CAM, CamMethod.HIRES_CAM):
+        g = torch.relu(grads) if m is CamMethod.LAYER_CAM else grads
+        return None, (g * acts).sum(1, keepdim=True)
+    elif m is CamMethod.EIGEN_CAM:
+        return None, _eigen(acts)
+    elif m is CamMethod.ABLATION_CAM:
+        module = layers[key.split("#")[0]]
+        w = ablation_weights(model, x, module, _call_index(key), tgt, channels=acts.shape[1],
+                             batch_size=settings.batch_size, output=output)
+    else:
+        kind = {CamMethod.SCORE_CAM: "score", CamMethod.SS_CAM: "ss", CamMethod.IS_CAM: "is"}[m]
+        w = score_weights(model, x, acts, tgt, kind=kind, samples=settings.samples, noise=settings.noise,
+                          seed=settings.seed, batch_size=settings.batch_size, output=output, progress=progress)
+    return w, (w[:, :, None, None] * acts).sum(1, keepdim=True)
+
+
+def cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None,
+        method: CamMethod | str = "grad-cam", samples: int | None = None, noise: float | None = None,
+        seed: int = 0, batch_size: int = 64, output: Any = None, progress: bool = True) -> GradCam:
+    """A class activation map of the target class at ``layer``, upsampled to the input size.
+
+    The model runs in eval mode with frozen parameters (flags and ``.grad`` put
+    back afterwards); gradients come from ``torch.autograd.grad``.
+
+    Args:
+        model: a CNN returning ``(N, num_classes)`` scores.
+        x: images ``(N, C, H, W)`` (a single ``(C, H, W)`` image gets a batch of 1).
+        target: class per image: int, list of ints, or None (the predicted class).
+        layer: the layer whose maps are weighted (module, dotted name, glob, type);
+            default the last ``nn.Conv2d`` executed (its last call if it runs several times).
+        method: a `CamMethod` or its name (``"grad-cam"``, ``"grad-cam++"``,
+            ``"smooth-grad-cam++"``, ``"xgrad-cam"``, ``"layer-cam"``, ``"hires-cam"``,
+            ``"score-cam"``, ``"ss-cam"``, ``"is-cam"``, ``"ablation-cam"``, ``"eigen-cam"``).
+        samples: noisy samples / IS-CAM steps (see `CamSettings`; torch-cam's defaults).
+        noise: noise std (see `CamSettings`).
+        seed: seeds the noise of Smooth Grad-CAM++ and SS-CAM (private generator).
+        batch_size: masked or ablated inputs per forward pass.
+        output: selects the score tensor from a model returning a tuple/dict.
+        progress: show a progress bar over samples.
+
+    Returns:
+        `~cnn_explain.attribution.cam.GradCam`: ``.cam`` ``(N, 1, h, w)`` (raw, not
+        normalized), ``.attribution`` ``(N, 1, H, W)``, ``.weights`` ``(N, K)`` (None
+        for the per-position methods Layer-CAM, HiResCAM and Eigen-CAM), ``.layer``,
+        ``.target``, ``.method`` (the method's name).
+
+    Raises:
+        ValueError / TypeError: a bad ``method``, ``layer``, ``target``, ``samples``, ``noise``.
+    """
+    m = _method(method)
+    settings = CamSettings.make(m, samples, noise, seed, batch_size)
+    x = to_batch(x, dtype=x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else None)
+    check_channels(model, x)
+    x = x.to(model_device(model))
+    layers = _layers(model, layer)
+    with preserved(model, eval=True, freeze=True):
+        key, acts, grads, tgt = layer_maps(model, x, target, layers, output)
+        with torch.no_grad():
+            w, raw = _weights_and_map(m, model, x, tgt, layers, key, acts, grads, output, settings, progress)
+    lmap = raw if m is CamMethod.EIGEN_CAM else torch.relu(raw)
+    up = F.interpolate(lmap, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+    params = {"samples": settings.samples, "noise": settings.noise, "seed": settings.seed,
+              "batch_size": settings.batch_size}
+    return GradCam(up, tgt, m.value, inputs=x, params=params, cam=lmap.cpu(),
+                   weights=None if w is None else w.cpu(), layer=key)
