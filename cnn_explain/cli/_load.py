@@ -80,15 +80,15 @@ def _build_model(spec: str):
 
 def image_transform(channels: int, size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None):
     """PIL image -> ``(channels, size, size)`` float tensor in [0, 1], then ``(x - mean) / std``."""
-    import numpy as np
     import torch
+
+    from ..images import to_batch
 
     def transform(im: Any):
         im = im.convert("L" if channels == 1 else "RGB")
         if size is not None:
             im = im.resize((size, size))
-        arr = np.asarray(im, dtype=np.float32) / 255.0
-        t = torch.from_numpy(arr)[None] if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
+        t = to_batch(im)[0]  # (C, H, W), uint8 / 255
         if mean is not None:
             t = t - torch.tensor(mean, dtype=t.dtype).view(-1, 1, 1)
         if std is not None:
@@ -129,21 +129,14 @@ def make_explainer(args: argparse.Namespace):
 
 
 def load_images(ex: Any, paths: Sequence[str]):
-    """Image files -> an ``(N, C, H, W)`` batch through the explainer's transform."""
-    from PIL import Image, UnidentifiedImageError
-
-    batch = []
+    """Image files -> an ``(N, C, H, W)`` batch through the explainer's transform (all the same size)."""
     for p in paths:
         if not Path(p).is_file():
             raise UsageError(f"--images: no such file: {p}")
-        try:
-            with Image.open(p) as im:
-                batch.append(ex.prepare(im, argname=f"--images {p}"))
-        except UnidentifiedImageError:
-            raise UsageError(f"--images: {p} is not an image file") from None
-    import torch
+    from ..images import to_batch
 
-    return torch.cat(batch)
+    x = to_batch(list(paths), argname="--images", transform=ex.transform)  # not an image: ValueError naming it
+    return ex.prepare(x, argname="--images")  # on the model's device, channels checked
 
 
 def load_folder(args: argparse.Namespace, ex: Any, folder: str):

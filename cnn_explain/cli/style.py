@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
+from ..images import save_image
 from ._options import add_out, add_quiet
 from ._registry import command
 
-__all__ = ["save_png"]
+__all__: list[str] = []
 
 SAMPLES = ("china", "flower", "grace_hopper")
 HELP = "Gram-matrix style transfer with a random-filter network; writes the stylized PNG."
@@ -58,15 +55,6 @@ def _image_arg(value: str) -> Any:
     return value  # transfer() opens it and names the argument if it fails
 
 
-def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
-    """Write a ``(3, H, W)`` image in [0, 1] as an 8-bit PNG (the parent folder is created)."""
-    from PIL import Image
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    arr = (image.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(arr).save(path)
-
-
 @command("style", help=HELP, arguments=_style_arguments)
 def _run_style(args: argparse.Namespace) -> int:
     """Run the transfer described by ``args``; writes ``--out`` (and ``--figure``); returns 0."""
@@ -77,7 +65,7 @@ def _run_style(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, init=args.init, style_weight=args.style_weight,
         content_weight=args.content_weight, tv_weight=args.tv_weight, seed=args.seed, progress=not args.quiet,
     )
-    save_png(res.image, args.out)
+    save_image(res.image, args.out)  # the parent folder is created
     if args.figure:
         from ..plotting.style import style_figure
 

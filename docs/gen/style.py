@@ -15,7 +15,7 @@ from pathlib import Path
 from cnn_explain.plotting import style_figure
 from cnn_explain.style import transfer
 from cnn_explain.data import sample_image
-from cnn_explain.style_cli import save_png
+from cnn_explain.images import save_image as save_png
 
 OUT = Path(__file__).resolve().parents[1] / "img"
 
