@@ -18,14 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-
-def _pair(v: Any) -> tuple[int, int] | str | None:
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, (tuple, list)):
-        return (int(v[0]), int(v[-1])) if v else None
-    return (int(v), int(v))
-
+from . import geometry
 
 
 _NONE = 1 << 40  # sentinel: no input pixel reached
@@ -59,13 +52,14 @@ class _Axis:
         return cls(z, e, z, e, 0)
 
     def window(self, n_out: int, k: int, s: int, p: int, d: int) -> "_Axis":
-        """Conv / pool: output o reads positions ``o·s − p + d·t``, t = 0..k−1."""
-        n = len(self.lo)
-        taps = (np.arange(n_out) * s - p)[:, None] + d * np.arange(k)[None, :]
+        """Conv / pool: output o reads positions ``o·s − p + d·t``, t = 0..k−1 (:func:`geometry.taps`)."""
+        n, o = len(self.lo), np.arange(n_out)
+        first, last = geometry.input_window(o, o, k, s, p, d)
+        taps = first[:, None] + d * np.arange(k)[None, :]
         inside, t = (taps >= 0) & (taps < n), np.clip(taps, 0, n - 1)
         rlo = np.where(inside, self.rlo[t], _NONE).min(1)
         rhi = np.where(inside, self.rhi[t], -_NONE).max(1)
-        return _Axis(_at(self.lo, taps[:, 0], self.jump), _at(self.hi, taps[:, -1], self.jump), rlo, rhi, self.jump * s)
+        return _Axis(_at(self.lo, first, self.jump), _at(self.hi, last, self.jump), rlo, rhi, self.jump * s)
 
     def pad(self, n_out: int, before: int, mode: str) -> "_Axis":
         """``F.pad``: output o is input ``o − before``; padded positions read mirrored /
@@ -87,7 +81,7 @@ class _Axis:
     def adaptive(self, n_out: int) -> "_Axis":
         """Adaptive pooling: output o reads ``floor(o·n/n_out) .. ceil((o+1)·n/n_out) − 1``."""
         n, o = len(self.lo), np.arange(n_out)
-        start, end = (o * n) // n_out, -((-(o + 1) * n) // n_out) - 1
+        start, end = geometry.adaptive_window(o, n, n_out)
         rlo = np.array([self.rlo[a:b + 1].min() for a, b in zip(start, end)])
         rhi = np.array([self.rhi[a:b + 1].max() for a, b in zip(start, end)])
         jump = self.jump * n // n_out if n % n_out == 0 else max(1, round(self.jump * n / n_out))
@@ -225,13 +219,14 @@ class RFMode(TorchFunctionMode):
         return Field(fld.h.pad(n_h, top, a["mode"]), fld.w.pad(n_w, pad[0], a["mode"]))
 
     def _windowed(self, fld: Field, a: dict[str, Any], n_h: int, n_w: int) -> Field:
-        k = tuple(a["weight"].shape[-2:]) if "weight" in a else _pair(a["kernel_size"])
-        s = _pair(a["stride"]) or k
-        d = _pair(a["dilation"])
+        k = tuple(a["weight"].shape[-2:]) if "weight" in a else geometry.pair(a["kernel_size"])
+        stride = a["stride"]
+        s = k if stride is None or (isinstance(stride, (tuple, list)) and not stride) else geometry.pair(stride)
+        d = geometry.pair(a["dilation"])
         p = a["padding"]
         if p == "same":
-            p = tuple(di * (ki - 1) // 2 for ki, di in zip(k, d))
-        p = (0, 0) if p == "valid" else _pair(p)
+            p = tuple(geometry.same_padding(ki, di) for ki, di in zip(k, d))
+        p = (0, 0) if p == "valid" else geometry.pair(p)
         return Field(fld.h.window(n_h, k[0], s[0], p[0], d[0]), fld.w.window(n_w, k[1], s[1], p[1], d[1]))
 
     def _union(self, known, n_h: int, n_w: int) -> Field:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .roles import first_conv_module
+
 __all__ = [
     "as_batch",
     "check_channels",
@@ -21,7 +23,6 @@ __all__ = [
     "model_device",
     "positive_int",
     "progress_bar",
-    "first_conv",
     "forward_logits",
 ]
 
@@ -73,17 +74,9 @@ def as_batch(x: Any, *, argname: str = "x", dtype: torch.dtype = torch.float32) 
     return x.to(dtype) if x.dtype != dtype else x
 
 
-def first_conv(model: nn.Module) -> nn.Module | None:
-    """The first Conv module in ``model.modules()`` order, or None."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.conv._ConvNd):
-            return m
-    return None
-
-
 def check_channels(model: nn.Module, x: torch.Tensor, *, argname: str = "x") -> None:
     """Raise ``ValueError`` when ``x`` has a channel count the first conv cannot take."""
-    conv = first_conv(model)
+    conv = first_conv_module(model)
     if conv is not None and x.dim() == 4 and x.shape[1] != conv.in_channels:
         raise ValueError(
             f"{argname} has {x.shape[1]} channels but the model's first conv layer expects "

@@ -36,6 +36,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from . import ops
 from ._state import _check_model, _State, preserved
 
 __all__ = [
@@ -52,18 +53,9 @@ __all__ = [
 
 LayerSpec = Union[nn.Module, str, type, Sequence[Union[nn.Module, str, type]], None]
 
-ACTIVATION_TYPES: tuple[type, ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
-    nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
-    nn.Hardtanh, nn.Softplus,
-)
-POOL_TYPES: tuple[type, ...] = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.LPPool2d,
-)
-CONV_TYPES: tuple[type, ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
-DEFAULT_LAYER_TYPES: tuple[type, ...] = CONV_TYPES + POOL_TYPES + (nn.Linear,) + ACTIVATION_TYPES
+# The default layer set and the activation types, read from the one operator table (cnn_explain.ops).
+DEFAULT_LAYER_TYPES: tuple[type, ...] = ops.module_types(*ops.DEFAULT_LAYER_CATEGORIES)
+ACTIVATION_TYPES: tuple[type, ...] = ops.module_types(ops.Category.RELU, ops.Category.ACTIVATION)
 
 
 # --------------------------------------------------------------------------- layers
@@ -72,7 +64,8 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None, *, argname: str =
 
     Args:
         model: the network.
-        layers: ``None`` (every Conv / Pool / Linear / activation layer), a module,
+        layers: ``None`` (every Conv / Pool / Linear / activation layer: the
+            categories ``cnn_explain.ops.DEFAULT_LAYER_CATEGORIES``), a module,
             a dotted name from ``model.named_modules()``, a glob such as
             ``"features.*"``, a module type such as ``nn.Conv2d``, or a list of these.
         argname: the argument name used in error messages.
@@ -88,7 +81,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None, *, argname: str =
     _check_model(model)
     named = list(model.named_modules())
     if layers is None:
-        chosen = {n: m for n, m in named if isinstance(m, DEFAULT_LAYER_TYPES)}
+        chosen = {n: m for n, m in named if ops.category(m) in ops.DEFAULT_LAYER_CATEGORIES}
         if not chosen:
             raise ValueError(
                 f"{argname}=None selects every Conv/Pool/Linear/activation layer, "

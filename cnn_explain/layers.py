@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from ._utils import model_device, positive_int
-from ._receptive import Field, RFMode, _pair
+from . import geometry, ops
+from ._receptive import Field, RFMode
 from .hooks import _check_model, capture, preserved, resolve_layer
 
 __all__ = ["Box", "LayerInfo", "walk", "receptive_field", "check_input_shape", "leaf_names"]
@@ -109,6 +110,7 @@ class LayerInfo:
         rf: receptive field ``(height, width)`` at this layer's output (the whole input for global layers).
         jump: distance in input pixels between neighbouring outputs ``(h, w)``; None for global layers.
         start: ``(top, left)`` of the box of output ``(0, 0)``.
+        category: what the module does, from the operator table (:func:`cnn_explain.ops.category`).
     """
 
     name: str
@@ -129,6 +131,7 @@ class LayerInfo:
     rf: tuple[int, int]
     jump: tuple[int, int] | None
     start: tuple[int, int]
+    category: ops.Category = ops.Category.OTHER
     rf_field: "Field | None" = dc_field(default=None, repr=False, compare=False)
     module: nn.Module | None = dc_field(default=None, repr=False, compare=False)
 
@@ -153,21 +156,25 @@ def leaf_names(model: nn.Module) -> list[str]:
 
 def _geometry(m: nn.Module) -> dict[str, Any]:
     g: dict[str, Any] = {"kernel": None, "stride": None, "padding": None, "dilation": None}
-    if not hasattr(m, "kernel_size"):
+    kernel = getattr(m, "kernel_size", None)
+    if kernel is None or (isinstance(kernel, (tuple, list)) and len(kernel) > 2):  # not a 1-D/2-D window
         return g
-    g["kernel"] = _pair(m.kernel_size)
-    g["stride"] = _pair(getattr(m, "stride", None)) or g["kernel"]
-    g["padding"] = _pair(getattr(m, "padding", 0))
-    g["dilation"] = _pair(getattr(m, "dilation", 1))
+    stride, padding = getattr(m, "stride", None), getattr(m, "padding", 0)
+    g["kernel"] = geometry.pair(kernel)
+    g["stride"] = g["kernel"] if stride is None or (isinstance(stride, (tuple, list)) and not stride) \
+        else geometry.pair(stride)
+    g["padding"] = padding if isinstance(padding, str) else geometry.pair(padding)  # "same" / "valid" kept
+    g["dilation"] = geometry.pair(getattr(m, "dilation", 1))
     return g
 
 
 def _macs(m: nn.Module, inp: tuple[int, ...], out: tuple[int, ...]) -> int:
-    if isinstance(m, nn.modules.conv._ConvTransposeNd):
+    kind = ops.category(m)
+    if kind is ops.Category.CONV and isinstance(m, nn.modules.conv._ConvTransposeNd):
         return math.prod(inp) * (m.out_channels // m.groups) * math.prod(m.kernel_size)
-    if isinstance(m, nn.modules.conv._ConvNd):
+    if kind is ops.Category.CONV:
         return math.prod(out) * (m.in_channels // m.groups) * math.prod(m.kernel_size)
-    if isinstance(m, nn.Linear):
+    if kind is ops.Category.LINEAR:
         return math.prod(out) * m.in_features
     return 0
 
@@ -245,7 +252,7 @@ def _info(key: str, rec: Any, mode: RFMode) -> LayerInfo:
         name=key, module_name=base, call=call, kind=type(module).__name__,
         input_shape=in_shape, output_shape=out_shape, params=params, trainable=trainable,
         groups=int(getattr(module, "groups", 1)), bias=getattr(module, "bias", None) is not None,
-        macs=_macs(module, in_shape, out_shape), rf=rf, jump=jump, start=start,
+        macs=_macs(module, in_shape, out_shape), rf=rf, jump=jump, start=start, category=ops.category(module),
         rf_field=fld, module=module, **_geometry(module),
     )
 

@@ -26,11 +26,13 @@ import html
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from enum import Enum
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import ops
 from .layers import LayerInfo, check_input_shape, walk
 
 __all__ = ["Row", "Summary", "summarize", "param_formula", "shape_text"]
@@ -52,6 +54,7 @@ class Row:
         rf: receptive field ``(height, width)`` in input pixels at this layer's output.
         jump: input pixels between neighbouring outputs ``(h, w)``; None once the map is global.
         macs: multiply-accumulates per image.
+        category: the row's kind in the operator table (:class:`cnn_explain.ops.Category`).
     """
 
     name: str
@@ -70,6 +73,7 @@ class Row:
     rf: tuple[int, int]
     jump: tuple[int, int] | None
     macs: int
+    category: ops.Category = ops.Category.OTHER
 
 
 def shape_text(shape: Sequence[int]) -> str:
@@ -105,18 +109,19 @@ def param_formula(module: nn.Module) -> str:
 
 def _specific_formula(m: nn.Module) -> tuple[str | None, int]:
     has_bias = getattr(m, "bias", None) is not None
-    if isinstance(m, nn.modules.conv._ConvNd):
+    kind = ops.category(m)
+    if kind is ops.Category.CONV:
         cin = m.in_channels // m.groups
         body = "×".join(str(k) for k in m.kernel_size) + f"×{cin}"
         n = math.prod(m.kernel_size) * cin
         if has_bias:
             return f"({body}+1)×{m.out_channels}", (n + 1) * m.out_channels
         return f"{body}×{m.out_channels}", n * m.out_channels
-    if isinstance(m, nn.Linear):
+    if kind is ops.Category.LINEAR:
         if has_bias:
             return f"({m.in_features}+1)×{m.out_features}", (m.in_features + 1) * m.out_features
         return f"{m.in_features}×{m.out_features}", m.in_features * m.out_features
-    if isinstance(m, nn.modules.batchnorm._NormBase) and m.affine:
+    if kind is ops.Category.NORM and isinstance(m, nn.modules.batchnorm._NormBase) and m.affine:
         return f"2×{m.num_features}", 2 * m.num_features
     return None, 0
 
@@ -131,6 +136,7 @@ def _row(info: LayerInfo) -> Row:
         shape=shape_text(info.output_shape), neurons=math.prod(info.output_shape) if info.output_shape else 0,
         params=info.params, trainable=info.trainable, formula=formula, kernel=info.kernel, stride=info.stride,
         padding=info.padding, dilation=info.dilation, rf=info.rf, jump=info.jump, macs=info.macs,
+        category=info.category,
     )
 
 
@@ -230,6 +236,8 @@ class Summary:
 
 
 def _jsonable(v: Any) -> Any:
+    if isinstance(v, Enum):
+        return v.value
     if isinstance(v, dict):
         return {k: _jsonable(x) for k, x in v.items()}
     if isinstance(v, (tuple, list)):

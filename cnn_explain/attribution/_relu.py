@@ -18,7 +18,8 @@ While a handler runs, the mode is switched off, so ``F.relu``'s inner
 ``torch.relu`` is not counted twice. In-place variants modify and return the
 same tensor object (``ctx.mark_dirty``), exactly as the originals do.
 
-Only ReLU is rectified; ``clamp(min=0)`` or ``x * (x > 0)`` written by hand are
+Which calls are ReLU calls is read from the operator table
+(``cnn_explain.ops.Category.RELU``). Only ReLU is rectified; ``clamp(min=0)`` or ``x * (x > 0)`` written by hand are
 ordinary arithmetic and keep their gradient. Other activations are recorded by
 name so that the caller can warn.
 """
@@ -29,24 +30,19 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from .. import ops
+
 __all__ = ["RectifyReLU", "OTHER_ACTIVATIONS"]
 
-# func -> True when the call is in place
-_RELU_FUNCS = {
-    torch.relu: False,
-    torch.relu_: True,
-    torch.Tensor.relu: False,
-    torch.Tensor.relu_: True,
-}
 
-OTHER_ACTIVATIONS = {
-    F.silu: "silu", F.gelu: "gelu", F.elu: "elu", F.selu: "selu", F.celu: "celu",
-    F.leaky_relu: "leaky_relu", F.prelu: "prelu", F.mish: "mish", F.hardswish: "hardswish",
-    F.hardsigmoid: "hardsigmoid", F.hardtanh: "hardtanh (relu6)", F.relu6: "relu6",
-    F.softplus: "softplus", F.rrelu: "rrelu", F.glu: "glu",
-    torch.sigmoid: "sigmoid", torch.Tensor.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
-    torch.tanh: "tanh", torch.Tensor.tanh: "tanh", F.tanh: "tanh",
-}
+def _display_name(func) -> str:
+    name = getattr(func, "__name__", repr(func)).rstrip("_")
+    return "hardtanh (relu6)" if name == "hardtanh" else name  # nn.ReLU6 arrives as F.hardtanh
+
+
+# what guided backprop leaves alone, by name: the table's other activations (and gated units)
+OTHER_ACTIVATIONS = {f: _display_name(f) for f in ops.functions(ops.Category.ACTIVATION)}
+OTHER_ACTIVATIONS[F.glu] = "glu"
 
 
 class _RectifiedReLU(torch.autograd.Function):
@@ -76,14 +72,14 @@ class _RectifiedReLU(torch.autograd.Function):
 
 def _relu_call(func, args, kwargs) -> tuple[torch.Tensor, bool] | None:
     """``(input, inplace)`` when ``func(*args, **kwargs)`` is a ReLU on a float tensor, else None."""
+    if ops.category(func) is not ops.Category.RELU:
+        return None
     if func is F.relu:
         x = args[0] if args else kwargs.get("input")
         inplace = args[1] if len(args) > 1 else kwargs.get("inplace", False)
-    elif func in _RELU_FUNCS:
+    else:  # torch.relu(_), Tensor.relu(_): in place when the name ends in "_"
         x = args[0] if args else kwargs.get("input", kwargs.get("self"))
-        inplace = _RELU_FUNCS[func]
-    else:
-        return None
+        inplace = func.__name__.endswith("_")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         return None
     return x, bool(inplace)
@@ -126,10 +122,6 @@ class RectifyReLU(TorchFunctionMode):
             self.calls += 1
             x, inplace = hit
             return _RectifiedReLU.apply(x, inplace, self.guided)
-        try:
-            name = OTHER_ACTIVATIONS.get(func)
-        except TypeError:  # unhashable callable
-            name = None
-        if name is not None:
-            self.others.add(name)
+        if ops.category(func) is ops.Category.ACTIVATION or func is F.glu:
+            self.others.add(OTHER_ACTIVATIONS.get(func) or _display_name(func))
         return func(*args, **kwargs)

@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import as_batch, check_channels, forward_logits, model_device, resolve_target
+from .._utils import check_channels, forward_logits, model_device, resolve_target
+from ..images import to_batch
 from ..hooks import LayerSpec, capture, preserved, resolve_layer, resolve_layers
+from ..roles import last_conv
 from .gradients import saliency
 from .result import Attribution
 
@@ -56,13 +58,10 @@ class GradCam(Attribution):
     relu_calls: int = 0
 
 
-def _layers(model: nn.Module, layer: LayerSpec) -> dict[str, nn.Module]:
+def _layers(model: nn.Module, x: torch.Tensor, layer: LayerSpec) -> dict[str, nn.Module]:
     if layer is None:
-        convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-        if not convs:
-            raise ValueError("layer=None picks the last Conv2d layer, but the model has no Conv2d; "
-                             "pass layer=<a layer with (N, C, h, w) output>")
-        return convs
+        site = last_conv(model, x[:1])
+        return {site.name: site.module}
     name, module = resolve_layer(model, layer, argname="layer")
     return resolve_layers(model, module, argname="layer")
 
@@ -97,8 +96,9 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
         x: images ``(N, C, H, W)`` (a single ``(C, H, W)`` image gets a batch of 1).
         target: class per image: int, list of ints, or None (the predicted class).
         layer: the layer whose feature maps are weighted (module, dotted name,
-            glob, type). Default: the last ``nn.Conv2d`` *executed* in the forward
-            pass. For a module called several times, its last call is used.
+            glob, type). Default: :func:`cnn_explain.roles.last_conv`, the
+            convolution *executed* last in the forward pass. For a module called
+            several times, its last call is used.
         guided: multiply by guided backprop (guided Grad-CAM, ``(N, C, H, W)``).
         output: selects the score tensor from a model returning a tuple/dict.
 
@@ -108,7 +108,7 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
         ``.target``, ``.method`` (``"grad_cam"`` or ``"guided_grad_cam"``).
 
     Raises:
-        ValueError: no Conv2d (with ``layer=None``), a layer that is not a
+        ValueError: no convolution runs (with ``layer=None``), a layer that is not a
             feature map, a bad ``target``.
 
     Example:
@@ -116,10 +116,10 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
     """
     if not isinstance(guided, bool):
         raise TypeError(f"guided must be True or False, got {type(guided).__name__}")
-    x = as_batch(x)
+    x = to_batch(x)
     check_channels(model, x)
     x = x.to(model_device(model))
-    layers = _layers(model, layer)
+    layers = _layers(model, x, layer)
     with preserved(model, eval=True, freeze=True):
         key, acts, grads, tgt = _cam_pass(model, x, target, layers, output)
     weights = grads.mean(dim=(2, 3), keepdim=True)

@@ -10,8 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._utils import as_batch, model_device, positive_int, progress_bar
+from .._utils import model_device, positive_int, progress_bar
+from ..images import to_batch
 from ..hooks import LayerSpec, _check_model, capture, preserved, resolve_layer, select_output
+from ..roles import penultimate
 
 __all__ = ["Features", "extract", "POOLS"]
 
@@ -70,16 +72,6 @@ def _pooler(pool: str):
     return reduce
 
 
-def _default_layer(model: nn.Module) -> tuple[str, nn.Module]:
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(
-            "layer=None records the input of the model's last nn.Linear (the penultimate "
-            "features), but the model has no nn.Linear; pass layer=<name of a layer>"
-        )
-    return linears[-1]
-
-
 # --------------------------------------------------------------------------- data
 @dataclass
 class _Source:
@@ -127,7 +119,7 @@ def _tensor_source(x: Any, y: Any, batch_size: int, max_samples: int | None, see
 
 
 def _item_image(item: Any) -> torch.Tensor:
-    return item if isinstance(item, torch.Tensor) else as_batch(item, argname="data item")[0]
+    return item if isinstance(item, torch.Tensor) else to_batch(item, argname="data item")[0]
 
 
 def _dataset_source(data: Any, batch_size: int, max_samples: int | None, seed: int) -> _Source:
@@ -252,7 +244,8 @@ def extract(
             ``(images, labels)``, a map-style Dataset whose items are images or
             ``(image, label)`` pairs, a DataLoader, or any iterable of such batches.
         layer: ``None`` (default) records the *input* of the model's last
-            ``nn.Linear`` — the penultimate features the classifier reads;
+            ``nn.Linear`` — the penultimate features the classifier reads
+            (:func:`cnn_explain.roles.penultimate`);
             otherwise a module, dotted name or glob whose *output* is recorded.
         pool: ``"avg"``, ``"max"`` or ``"flatten"``.
         batch_size: batch size for tensors and Datasets (a DataLoader keeps its own).
@@ -288,7 +281,7 @@ def extract(
     if max_samples is not None:
         max_samples = positive_int(max_samples, "max_samples")
     if layer is None:
-        name, _ = _default_layer(model)
+        name = penultimate(model).name
         side_in = True if layer_input is None else bool(layer_input)
     else:
         name, _ = resolve_layer(model, layer)

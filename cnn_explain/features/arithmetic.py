@@ -35,10 +35,11 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _pair
 
-from .._utils import as_batch, check_channels, model_device
-from ..hooks import ACTIVATION_TYPES, LayerSpec, _check_model, capture, preserved, resolve_layer
+from .._utils import check_channels, model_device
+from ..images import to_batch
+from .. import geometry, ops
+from ..hooks import LayerSpec, _check_model, capture, preserved, resolve_layer
 
 __all__ = ["Arithmetic", "Activation", "arithmetic"]
 
@@ -126,7 +127,7 @@ def arithmetic(model: nn.Module, x: Any, layer: LayerSpec, channel: int = 0, h: 
 
     Args:
         model: any ``nn.Module`` (run in eval mode, without gradients).
-        x: ``(N, C, H, W)`` images (or one image; see :func:`cnn_explain._utils.as_batch`).
+        x: ``(N, C, H, W)`` images (or one image; see :func:`cnn_explain.images.to_batch`).
         layer: a Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvg/MaxPool2d or Linear layer
             (name, glob, module or type).
         channel: output channel (output feature for Linear).
@@ -148,7 +149,7 @@ def arithmetic(model: nn.Module, x: Any, layer: LayerSpec, channel: int = 0, h: 
             f"layer {name!r} is a {type(module).__name__}; arithmetic works on Conv2d, MaxPool2d, "
             "AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d and Linear layers"
         )
-    x = as_batch(x)
+    x = to_batch(x)
     check_channels(model, x)
     index = _in_range(index, x.shape[0], "index", "images in x")
     inp, out, act = _run(model, x[index:index + 1], name, module)
@@ -186,7 +187,7 @@ def _in_range(value: Any, size: int, argname: str, what: str) -> int:
 
 def _run(model: nn.Module, x: torch.Tensor, name: str, module: nn.Module):
     """One forward of one image: the layer's input and output ((C,H,W) or (F,)) and the next activation."""
-    acts = [n for n, m in model.named_modules() if isinstance(m, ACTIVATION_TYPES)]
+    acts = [n for n, m in model.named_modules() if ops.category(m) in (ops.Category.RELU, ops.Category.ACTIVATION)]
     with preserved(model, eval=True), torch.no_grad():
         with capture(model, [name] + acts, inputs=True) as rec:
             model(x.to(model_device(model)))
@@ -223,14 +224,13 @@ def _spatial(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, k: int, h:
     H, W = inp.shape[-2:]
     if isinstance(module, _ADAPTIVE):
         oh, ow = out.shape[-2:]
-        rows = list(range(math.floor(h * H / oh), math.ceil((h + 1) * H / oh)))
-        cols = list(range(math.floor(w * W / ow), math.ceil((w + 1) * W / ow)))
-        pad = (0, 0)
+        rows = list(range(*_inclusive(geometry.adaptive_window(h, H, oh))))
+        cols = list(range(*_inclusive(geometry.adaptive_window(w, W, ow))))
     else:
-        size, stride, pad = _pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(module.padding)
-        dil = _pair(getattr(module, "dilation", 1))
-        rows = [h * stride[0] - pad[0] + i * dil[0] for i in range(size[0])]
-        cols = [w * stride[1] - pad[1] + j * dil[1] for j in range(size[1])]
+        size, pad = geometry.pair(module.kernel_size), geometry.pair(module.padding)
+        stride, dil = geometry.pair(module.stride or module.kernel_size), geometry.pair(getattr(module, "dilation", 1))
+        rows = geometry.taps(h, size[0], stride[0], pad[0], dil[0])
+        cols = geometry.taps(w, size[1], stride[1], pad[1], dil[1])
     is_max = isinstance(module, (nn.MaxPool2d, nn.AdaptiveMaxPool2d))
     window = _window(inp[k:k + 1], rows, cols, float("-inf") if is_max else 0.0)[0]
     kind = ("adaptive_" if isinstance(module, _ADAPTIVE) else "") + ("maxpool" if is_max else "avgpool")
@@ -239,28 +239,24 @@ def _spatial(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, k: int, h:
     if is_max:
         flat = int(window.reshape(-1).argmax())
         return dict(common, computed=float(window.max()), winner=(rows[flat // len(cols)], cols[flat % len(cols)]))
-    divisor = _avg_divisor(module, rows, cols, H, W, pad)
+    if isinstance(module, _ADAPTIVE):
+        divisor = len(rows) * len(cols)
+    else:
+        divisor = geometry.avg_divisor((h, w), (H, W), size, stride, pad, count_include_pad=module.count_include_pad,
+                                       divisor_override=module.divisor_override)
     return dict(common, computed=float(window.sum() / divisor), divisor=divisor)
 
 
-def _avg_divisor(module: nn.Module, rows: list[int], cols: list[int], H: int, W: int, pad: tuple[int, int]) -> int:
-    """PyTorch's divisor: override, else the window inside the padded (count_include_pad) or real input."""
-    if getattr(module, "divisor_override", None):
-        return int(module.divisor_override)
-    if getattr(module, "count_include_pad", False):
-        n_r = sum(-pad[0] <= r < H + pad[0] for r in rows)
-        n_c = sum(-pad[1] <= c < W + pad[1] for c in cols)
-    else:
-        n_r = sum(0 <= r < H for r in rows)
-        n_c = sum(0 <= c < W for c in cols)
-    return n_r * n_c
+def _inclusive(first_last: tuple[int, int]) -> tuple[int, int]:
+    """``(first, last)`` -> the ``range`` arguments ``(first, last + 1)``."""
+    return first_last[0], first_last[1] + 1
 
 
 def _conv(conv: nn.Conv2d, inp: torch.Tensor, k: int, h: int, w: int) -> dict:
     left, right, top, bottom = conv._reversed_padding_repeated_twice
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
-    rows = [h * sh - top + i * dh for i in range(kh)]
-    cols = [w * sw - left + j * dw for j in range(kw)]
+    rows = geometry.taps(h, kh, sh, top, dh)
+    cols = geometry.taps(w, kw, sw, left, dw)
     per_group = conv.out_channels // conv.groups
     cin_g = conv.in_channels // conv.groups
     first = (k // per_group) * cin_g

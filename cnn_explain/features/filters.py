@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..hooks import LayerSpec, _check_model, resolve_layer
+from ..roles import first_conv
 
 __all__ = ["FilterResult", "filters"]
 
@@ -58,11 +59,13 @@ class FilterResult:
         return torch.where(span > 0, out, torch.full_like(out, 0.5))
 
 
-def _first_conv_name(model: nn.Module) -> str:
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            return name
-    raise ValueError("layer=None selects the first Conv2d layer, but the model has none; name a layer")
+def _default(model: nn.Module) -> tuple[str, nn.Module]:
+    try:
+        site = first_conv(model)
+    except ValueError as exc:
+        raise ValueError(f"layer=None selects the first Conv2d layer, but the model has none; "
+                         f"name a layer ({exc})") from None
+    return site.name, site.module
 
 
 def filters(model: nn.Module, layer: LayerSpec = None) -> FilterResult:
@@ -71,7 +74,8 @@ def filters(model: nn.Module, layer: LayerSpec = None) -> FilterResult:
     Args:
         model: any ``nn.Module``.
         layer: a Conv2d given as a name, glob, module or type (a selection matching
-            several layers picks the last); ``None`` for the first Conv2d.
+            several layers picks the last); ``None`` for the first convolution
+            (:func:`cnn_explain.roles.first_conv`).
 
     Returns:
         A :class:`FilterResult` with ``weight`` ``(C_out, C_in / groups, kh, kw)``.
@@ -81,8 +85,7 @@ def filters(model: nn.Module, layer: LayerSpec = None) -> FilterResult:
             a Linear layer), or the model has no Conv2d when ``layer=None``.
     """
     _check_model(model)
-    name, module = (_first_conv_name(model), None) if layer is None else resolve_layer(model, layer)
-    module = dict(model.named_modules())[name] if module is None else module
+    name, module = _default(model) if layer is None else resolve_layer(model, layer)
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
         found = "no weights" if not isinstance(weight, torch.Tensor) else f"a {weight.dim()}-D weight"

@@ -170,7 +170,7 @@ def _check_names(names: Sequence[str] | None, default: list[str]) -> list[str]:
 
 
 def _in_channels(explainer: Any) -> int | None:
-    from .._utils import first_conv
+    from ..roles import first_conv_module as first_conv
 
     conv = first_conv(explainer.model)
     return None if conv is None else conv.in_channels
