@@ -83,7 +83,8 @@ def taps(o: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int =
     return [o * stride - padding + dilation * t for t in range(kernel)]
 
 
-def input_window(lo: Any, hi: Any, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> tuple[Any, Any]:
+def input_window(lo: Any, hi: Any, kernel: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1) -> tuple[Any, Any]:
     """The inclusive input range feeding outputs ``lo..hi``: ``(lo·s − p, hi·s − p + d·(k − 1))``.
 
     The range may extend into the padding (negative, or ``>= n``); the inputs
@@ -94,7 +95,7 @@ def input_window(lo: Any, hi: Any, kernel: int, stride: int = 1, padding: int = 
 
 
 def adaptive_window(o: Any, n_in: int, n_out: int) -> tuple[Any, Any]:
-    """Adaptive pooling: output ``o`` of ``n_out`` reads inputs ``⌊o·n_in/n_out⌋ .. ⌈(o+1)·n_in/n_out⌉ − 1``.
+    """Adaptive pooling: output ``o`` of ``n_out`` reads ``⌊o·n_in/n_out⌋ .. ⌈(o+1)·n_in/n_out⌉ − 1``.
 
     Returns the inclusive ``(first, last)``; ``o`` may be an int or an integer array.
     """
