@@ -109,3 +109,28 @@ def test_users_read_the_same_table(tiny_net):
         y = F.relu(x) + torch.Tensor.relu(x) + torch.sigmoid(x) + F.relu6(x)
     assert mode.calls == 2 and mode.others == {"sigmoid", "relu6"}
     assert y.shape == (4,)
+
+
+def test_what_the_occlusion_graph_classifies_is_in_the_table():
+    """The incremental-occlusion graph's own lists (elementwise / tail), all categorized here."""
+    elementwise = {C.RELU, C.ACTIVATION, C.POINTWISE}
+    for op in (F.relu, torch.relu_, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish,
+               F.hardswish, F.hardsigmoid, F.hardtanh, F.softplus, F.sigmoid, torch.sigmoid, F.tanh, torch.tanh,
+               torch.clamp, torch.clip, torch.abs, torch.exp, torch.square, torch.neg, operator.add, operator.iadd,
+               operator.sub, operator.isub, operator.mul, operator.imul, operator.truediv, operator.itruediv,
+               operator.neg, torch.add, torch.sub, torch.mul, torch.div, F.dropout, F.dropout2d, F.alpha_dropout,
+               nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity, nn.LeakyReLU, nn.Softplus):
+        assert ops.category(op) in elementwise, op
+    for name in ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "add", "add_", "sub", "sub_", "mul",
+                 "mul_", "div", "div_", "clamp", "clamp_", "clamp_min", "clamp_min_", "neg", "abs", "exp",
+                 "contiguous", "clone"):
+        assert ops.category(name) in elementwise, name
+    tail = {C.TAIL, C.LINEAR, C.POOL_ADAPTIVE}
+    for op in (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, F.linear, F.adaptive_avg_pool2d,
+               F.adaptive_max_pool2d, torch.mean, torch.sum, torch.amax, F.softmax, F.log_softmax, torch.softmax,
+               torch.log_softmax, operator.getitem, nn.Flatten, nn.Unflatten, nn.Linear, nn.AdaptiveAvgPool2d,
+               nn.AdaptiveMaxPool2d, nn.Softmax, nn.LogSoftmax):
+        assert ops.category(op) in tail, op
+    for name in ("view", "reshape", "flatten", "mean", "sum", "amax", "squeeze", "unsqueeze", "softmax", "log_softmax"):
+        assert ops.category(name) is C.TAIL, name
+    assert ops.category(nn.BatchNorm1d) is C.NORM  # the graph runs it on whole (N, F) tails
