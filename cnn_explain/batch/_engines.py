@@ -110,12 +110,14 @@ class RayOptions:
         address: an existing cluster (``"auto"``, ``"ray://host:10001"``) or None to start a local one.
         runtime_env: Ray ``runtime_env`` for the actors; the factory's ``.py`` file is added to ``py_modules``.
         num_cpus: CPUs for a local cluster started here (None: all).
+        progress: Ray Data's own progress bars.
     """
 
     workers: int | None = None
     address: str | None = None
     runtime_env: dict[str, Any] | None = None
     num_cpus: int | None = None
+    progress: bool = False
 
 def _runtime_env(model_source: ModelSource, given: dict[str, Any] | None) -> dict[str, Any]:
     env = dict(given or {})
@@ -126,15 +128,35 @@ def _runtime_env(model_source: ModelSource, given: dict[str, Any] | None) -> dic
             env["py_modules"] = mods + [str(f)]
     return env
 
+
 def run_ray(model_source: ModelSource, source: Source, tasks: list[ShardTask], settings: RunSettings,
             batch_size: int, opts: RayOptions, expected: str | None = None) -> Iterator[tuple[ShardTask, pa.Table]]:
-    """Yield ``(task, rows)`` for each pending shard as the actors finish them (any order)."""
+    """Yield ``(task, rows)`` for each pending shard as the actors finish them (any order).
+
+    Without a running Ray, one starts (``opts.address`` or a local one) with the
+    factory's ``.py`` file in ``runtime_env["py_modules"]`` and stops at the end.
+    With Ray already initialised, the caller's ``ray.init(runtime_env=...)`` must
+    have shipped the factory's module (Ray ships local files only per job).
+    """
     ray = import_ray()
-    if not ray.is_initialized():
-        ray.init(address=opts.address, num_cpus=opts.num_cpus if opts.address is None else None,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
     if not tasks:
         return
+    started = not ray.is_initialized()
+    if started:  # local files (the factory's module) can be shipped only when the job starts
+        ray.init(address=opts.address, num_cpus=opts.num_cpus if opts.address is None else None,
+                 runtime_env=_runtime_env(model_source, opts.runtime_env) or None,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield from _stream(ray, model_source, source, tasks, settings, batch_size, opts, expected,
+                           None if started else opts.runtime_env)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _stream(ray: Any, model_source: ModelSource, source: Source, tasks: list[ShardTask], settings: RunSettings,
+            batch_size: int, opts: RayOptions, expected: str | None,
+            task_env: dict[str, Any] | None) -> Iterator[tuple[ShardTask, pa.Table]]:
     res = ray.cluster_resources()
     gpus = int(res.get("GPU", 0))
     workers = opts.workers or max(1, gpus or int(res.get("CPU", 1)))
@@ -146,11 +168,18 @@ def run_ray(model_source: ModelSource, source: Source, tasks: list[ShardTask], s
     by_k = {t.k: t for t in tasks}
     items = [{"k": t.k, "start": t.start, "stop": t.stop} for t in tasks]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        ShardWorker, batch_size=1, concurrency=min(workers, len(items)), num_cpus=1, num_gpus=1 if gpus else 0,
+        ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
+        num_cpus=1, num_gpus=1 if gpus else 0,
         fn_constructor_kwargs={"model_source": model_source, "source": source, "settings": settings,
                                "batch_size": batch_size, "weights": weights,
                                "expected": expected},
-        runtime_env=_runtime_env(model_source, opts.runtime_env) or None)
-    for row in ds.iter_rows():
-        table = pa.ipc.open_stream(pa.py_buffer(row["ipc"])).read_all()
-        yield by_k[int(row["k"])], table
+        runtime_env=task_env or None)
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.enable_progress_bars, ctx.print_on_execution_start
+    ctx.enable_progress_bars, ctx.print_on_execution_start = opts.progress, False
+    try:
+        for row in ds.iter_rows():
+            table = pa.ipc.open_stream(pa.py_buffer(row["ipc"])).read_all()
+            yield by_k[int(row["k"])], table
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start = saved

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from .._utils import first_conv, positive_int, progress_bar
+from .._utils import positive_int, progress_bar
+from ..roles import first_conv_module as first_conv
 from ..images import size_hw
 from ._compute import explain_batch, thumb_hw
 from ._engines import RayOptions, ShardTask, import_ray, run_local, run_ray
