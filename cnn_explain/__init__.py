@@ -10,7 +10,8 @@ Importing this package loads torch and nothing heavier: scikit-learn's manifold
 learners, umap and matplotlib load only when a capability needs them.
 """
 
-from .explainer import Explainer, Prediction, explain
+from .explainer import Explainer, explain
+from .prediction import Prediction
 
 __version__ = "0.1.0"
 __all__ = ["explain", "Explainer", "Prediction", "__version__"]

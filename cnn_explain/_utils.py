@@ -1,12 +1,12 @@
-"""Small shared helpers: input conversion, argument checks, targets, progress bars.
+"""Small shared helpers: argument checks, targets, progress bars.
 
-Every capability converts its inputs and checks its arguments here, so that a user
-mistake gives the same clear ``TypeError``/``ValueError`` everywhere.
+Every capability checks its arguments here (and converts its inputs with
+:func:`cnn_explain.images.to_batch`), so that a user mistake gives the same clear
+``TypeError``/``ValueError`` everywhere.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,7 +17,6 @@ from torch import nn
 from .roles import first_conv_module
 
 __all__ = [
-    "as_batch",
     "check_channels",
     "resolve_target",
     "model_device",
@@ -25,53 +24,6 @@ __all__ = [
     "progress_bar",
     "forward_logits",
 ]
-
-
-def as_batch(x: Any, *, argname: str = "x", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Convert an image or a batch of images to an ``(N, C, H, W)`` float tensor.
-
-    Accepted:
-        * a tensor ``(N, C, H, W)`` (returned as is, cast to float) or ``(C, H, W)``
-          (a batch of one is added);
-        * a PIL image (RGB, L, RGBA...; values scaled to [0, 1]);
-        * a NumPy array ``(H, W)``, ``(H, W, C)`` (uint8 scaled by 1/255), or
-          ``(N, C, H, W)`` / ``(C, H, W)`` floats.
-
-    The caller's tensor is never modified in place.
-
-    Raises:
-        TypeError: not a tensor, array or PIL image.
-        ValueError: the rank is not 2, 3 or 4.
-    """
-    # a PIL image exists only if PIL was imported: importing it here cost 30 ms on a first call
-    Image = sys.modules.get("PIL.Image")
-    if Image is not None and isinstance(x, Image.Image):
-        arr = np.asarray(x)
-        t = torch.from_numpy(arr.astype(np.float32) / 255.0)
-        t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
-        return t.unsqueeze(0).to(dtype)
-    if isinstance(x, np.ndarray):
-        scale = 255.0 if x.dtype == np.uint8 else 1.0
-        t = torch.from_numpy(np.ascontiguousarray(x).astype(np.float32) / scale)
-        if t.dim() == 2:
-            return t[None, None].to(dtype)
-        channels_last = x.dtype == np.uint8 or (x.shape[-1] in (1, 3, 4) and x.shape[-3] not in (1, 3, 4))
-        if t.dim() == 3 and channels_last:
-            t = t.permute(2, 0, 1)
-        elif t.dim() == 4 and channels_last:
-            t = t.permute(0, 3, 1, 2)
-        x = t
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{argname} must be a tensor, a NumPy array or a PIL image, got {type(x).__name__}")
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    elif x.dim() == 2:
-        x = x[None, None]
-    if x.dim() != 4:
-        raise ValueError(f"{argname} must be (N, C, H, W) or (C, H, W); got shape {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{argname} is an empty batch")
-    return x.to(dtype) if x.dtype != dtype else x
 
 
 def check_channels(model: nn.Module, x: torch.Tensor, *, argname: str = "x") -> None:

@@ -1,4 +1,4 @@
-"""Data that needs no download, loaders for a user's own files, and image <-> tensor conversion.
+"""Data that needs no download and loaders for a user's own files.
 
 Embedded:
 
@@ -15,8 +15,9 @@ From local paths (nothing is ever downloaded):
 * :func:`load_cifar10_batches` — CIFAR-10 "python version" pickles;
 * :func:`load_mnist_idx` — MNIST / Fashion-MNIST IDX files, optionally gzipped.
 
-Images are ``(C, H, W)`` float32 tensors in [0, 1]; data sets yield
-``(image, label)`` with int64 labels.
+Images are ``(C, H, W)`` float32 tensors in [0, 1] (image files are read by
+:func:`cnn_explain.images.load_image`); data sets yield ``(image, label)`` with
+int64 labels.
 
 Example:
     >>> train = load_digits("train")
@@ -40,96 +41,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
+from .images import IMAGE_SUFFIXES, load_image, size_hw, to_batch
+
 __all__ = [
-    "DIGIT_CLASSES", "CIFAR10_CLASSES", "load_digits", "sample_image", "load_image", "image_to_tensor",
-    "tensor_to_image", "ImageFolder", "load_cifar10_batches", "load_mnist_idx",
+    "DIGIT_CLASSES", "CIFAR10_CLASSES", "load_digits", "sample_image", "ImageFolder", "load_cifar10_batches",
+    "load_mnist_idx",
 ]
 
 PathLike = Union[str, os.PathLike]
 DIGIT_CLASSES: list[str] = [str(i) for i in range(10)]
 CIFAR10_CLASSES: list[str] = ["airplane", "automobile", "bird", "cat", "deer",
                               "dog", "frog", "horse", "ship", "truck"]
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-# --------------------------------------------------------------------------- conversion
-def _size_hw(size: Any, argname: str = "size") -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        size = (int(size), int(size))
-    if not (isinstance(size, Sequence) and len(size) == 2 and all(isinstance(v, (int, np.integer)) for v in size)):
-        raise TypeError(f"{argname} must be None, an int or a pair (H, W) of ints, got {size!r}")
-    if min(size) < 1:
-        raise ValueError(f"{argname} must be positive, got {tuple(size)}")
-    return int(size[0]), int(size[1])
-
-
-def image_to_tensor(image: Any) -> torch.Tensor:
-    """A PIL image or an ``(H, W)`` / ``(H, W, C)`` array (uint8 0..255 or floats 0..1) -> ``(C, H, W)`` float32 in [0, 1]."""
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        image = np.asarray(image)
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a PIL image or a NumPy array, got {type(image).__name__}")
-    if image.ndim not in (2, 3):
-        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
-    arr = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(arr))
-    return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
-
-
-def tensor_to_image(tensor: torch.Tensor):
-    """A ``(C, H, W)`` (or ``(1, C, H, W)``) tensor in [0, 1] -> PIL image (``"L"`` for 1 channel, else ``"RGB"``).
-
-    Values are clipped to [0, 1] and rounded to 0..255.
-    """
-    from PIL import Image
-
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
-    t = tensor[0] if tensor.dim() == 4 and tensor.shape[0] == 1 else tensor
-    if t.dim() != 3 or t.shape[0] not in (1, 3):
-        raise ValueError(f"tensor must be (C, H, W) with C = 1 or 3, got shape {tuple(tensor.shape)}")
-    arr = (t.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(arr[:, :, 0], "L") if arr.shape[2] == 1 else Image.fromarray(arr, "RGB")
-
-
-def _resize_pil(img, size: tuple[int, int] | None):
-    from PIL import Image
-
-    return img if size is None else img.resize((size[1], size[0]), Image.BILINEAR)
-
-
-def load_image(path: PathLike, *, size: int | tuple[int, int] | None = None, mode: str = "RGB") -> torch.Tensor:
-    """Read an image file as a ``(C, H, W)`` float32 tensor in [0, 1].
-
-    Args:
-        path: an image file Pillow can read (PNG, JPEG, ...).
-        size: None (keep), an int (square ``size×size``) or ``(H, W)``; bilinear resize.
-        mode: ``"RGB"`` (3 channels) or ``"L"`` (1 grey channel).
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is not an image, or a bad ``mode``.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if mode not in ("RGB", "L"):
-        raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
-    hw = _size_hw(size)
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"path={str(path)!r}: no such image file")
-    try:
-        with Image.open(p) as img:
-            img = _resize_pil(img.convert(mode), hw)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"path={str(path)!r} could not be read as an image: {exc}") from exc
-    return image_to_tensor(img)
-
-
+# --------------------------------------------------------------------------- sample photos
 def sample_image(name: str = "china", *, size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """A photo shipped with scikit-learn or Matplotlib as a ``(3, H, W)`` float32 tensor in [0, 1].
 
@@ -139,7 +64,7 @@ def sample_image(name: str = "china", *, size: int | tuple[int, int] | None = No
     """
     from PIL import Image
 
-    hw = _size_hw(size)
+    hw = size_hw(size)
     if name in ("china", "flower"):
         from sklearn.datasets import load_sample_image
 
@@ -151,7 +76,7 @@ def sample_image(name: str = "china", *, size: int | tuple[int, int] | None = No
             img = f.convert("RGB")
     else:
         raise ValueError(f"name must be 'china', 'flower' or 'grace_hopper', got {name!r}")
-    return image_to_tensor(_resize_pil(img, hw))
+    return to_batch(img, argname="name", size=hw)[0]
 
 
 # --------------------------------------------------------------------------- digits
@@ -227,13 +152,13 @@ class ImageFolder(Dataset):
     """
 
     def __init__(self, root: PathLike, size: int | tuple[int, int] | None = None, mode: str = "RGB",
-                 extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
+                 extensions: Sequence[str] = IMAGE_SUFFIXES) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"root={str(root)!r} is not a folder (expected one subfolder per class)")
         if mode not in ("RGB", "L"):
             raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
-        self.size, self.mode = _size_hw(size), mode
+        self.size, self.mode = size_hw(size), mode
         self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not self.classes:
             raise ValueError(f"root={str(root)!r} has no subfolders; expected one subfolder per class")

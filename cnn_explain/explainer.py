@@ -1,6 +1,6 @@
 """The façade: ``explain(model)`` and one thin method per capability.
 
-Each method converts inputs (:func:`cnn_explain._utils.as_batch`, the optional
+Each method converts inputs (:func:`cnn_explain.images.to_batch`, the optional
 ``transform``), moves them to the explainer's device, and calls the capability's
 own function, which is usable without the façade::
 
@@ -16,38 +16,34 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ._utils import as_batch, check_channels, model_device
+from ._utils import check_channels, model_device, positive_int
 from .hooks import LayerSpec, _check_model, preserved, select_output
+from .images import to_batch
+from .prediction import Prediction
+
+if TYPE_CHECKING:  # result types, for annotations only: importing them would load every capability
+    from .attribution.cam import GradCam
+    from .attribution.gradients import Saliency
+    from .attribution.occlude import OcclusionResult
+    from .attribution.sanity import SanityResult
+    from .embedding import Embedding
+    from .features.arithmetic import Arithmetic
+    from .features.filters import FilterResult
+    from .features.maximize import MaximizeResult
+    from .features.param import Transform
+    from .layers import Box
+    from .objectives import Objective
+    from .report import ReportResult, ReportSettings
+    from .summary import Summary
 
 __all__ = ["Explainer", "explain", "Prediction"]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Top-k predictions for a batch.
-
-    Attributes:
-        indices: ``(N, k)`` class indices, most probable first.
-        probs: ``(N, k)`` softmax probabilities.
-        labels: ``N`` lists of ``k`` class names (the indices as strings without names).
-    """
-
-    indices: torch.Tensor
-    probs: torch.Tensor
-    labels: list[list[str]]
-
-    def __str__(self) -> str:
-        lines = []
-        for i, (labs, ps) in enumerate(zip(self.labels, self.probs.tolist())):
-            lines.append(f"image {i}: " + ", ".join(f"{lab} {p:.1%}" for lab, p in zip(labs, ps)))
-        return "\n".join(lines)
 
 
 class Explainer:
@@ -81,12 +77,13 @@ class Explainer:
 
     # ------------------------------------------------------------------ helpers
     def prepare(self, x: Any, *, argname: str = "x") -> torch.Tensor:
-        """Convert ``x`` (tensor, PIL image, array, or a list of those) to an ``(N, C, H, W)`` batch on the device."""
-        if isinstance(x, (list, tuple)) and x and not isinstance(x[0], (int, float)):
-            x = torch.cat([self.prepare(item, argname=argname) for item in x])
-        elif self.transform is not None and not isinstance(x, torch.Tensor):
-            x = self.transform(x)
-        x = as_batch(x, argname=argname).to(self.device)
+        """``x`` as an ``(N, C, H, W)`` batch on the device, checked against the model's first conv.
+
+        ``x`` is anything :func:`cnn_explain.images.to_batch` takes (tensor, PIL
+        image, array, image path, or a list of those); the explainer's
+        ``transform`` is applied to each raw (non-tensor) image.
+        """
+        x = to_batch(x, argname=argname, transform=self.transform, device=self.device)
         check_channels(self.model, x, argname=argname)
         return x
 
@@ -100,7 +97,7 @@ class Explainer:
         return f"Explainer({type(self.model).__name__}, device={self.device}, classes={len(self.class_names or []) or None})"
 
     # ------------------------------------------------------------------ foundation
-    def summary(self, input_shape: Sequence[int] = (3, 32, 32)):
+    def summary(self, input_shape: Sequence[int] = (3, 32, 32)) -> Summary:
         """Per-layer table: shapes, neurons, parameters with their formula, receptive fields, MACs.
 
         See :func:`cnn_explain.summary.summarize`.
@@ -111,8 +108,6 @@ class Explainer:
 
     def predict(self, x: Any, k: int = 5) -> Prediction:
         """Top-``k`` classes and softmax probabilities for each image of ``x`` ``(N, C, H, W)``."""
-        from ._utils import positive_int
-
         k = positive_int(k, "k")
         x = self.prepare(x)
         with preserved(self.model, eval=True), torch.inference_mode():
@@ -124,77 +119,111 @@ class Explainer:
         return Prediction(idx, probs, labels)
 
     def feature_maps(self, x: Any, layers: LayerSpec = None) -> dict[str, torch.Tensor]:
-        """``{layer name: (N, C, H, W) tensor}`` for every chosen layer (default: conv/pool/linear/activations)."""
+        """``{layer name: (N, C, H, W) tensor}`` for every chosen layer. See :func:`cnn_explain.features.feature_maps`."""
         from .features.maps import feature_maps
 
-        return feature_maps(self.model, self.prepare(x), layers=layers)
+        return feature_maps(self.model, self.prepare(x), layers=layers, output=self.output)
 
     # ------------------------------------------------------------------ inside the network
-    def filters(self, layer: LayerSpec = None):
-        """Weights of a conv layer (first one by default). See :func:`cnn_explain.features.filters.filters`."""
+    def filters(self, layer: LayerSpec = None) -> FilterResult:
+        """Weights of a conv layer (first one by default). See :func:`cnn_explain.features.filters`."""
         from .features.filters import filters
 
         return filters(self.model, layer=layer)
 
-    def maximize(self, layer: LayerSpec, channels: Sequence[int] | int | None = None, *, steps: int = 256,
-                 seed: int = 0, input_shape: Sequence[int] | None = None, **options: Any):
-        """Images that maximize channels of ``layer``. See :func:`cnn_explain.features.maximize.maximize`."""
+    def maximize(self, layer: LayerSpec, channels: int | Sequence[int] | None = None, *, steps: int = 256,
+                 seed: int = 0, input_shape: Sequence[int] | None = None, objective: Objective | None = None,
+                 param: str = "fourier", lr: float = 0.05, transforms: Sequence[Transform] | None = None,
+                 tv: float = 0.0, l2: float = 0.0, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, decorrelate: bool = True, progress: bool = True,
+                 batch_size: int | None = None) -> MaximizeResult:
+        """Images that maximize channels of ``layer``. See :func:`cnn_explain.features.maximize`."""
         from .features.maximize import maximize
 
-        return maximize(self.model, layer, channels, steps=steps, seed=seed, input_shape=input_shape, **options)
+        return maximize(self.model, layer, channels, steps=steps, seed=seed, input_shape=input_shape,
+                        objective=objective, param=param, lr=lr, transforms=transforms, tv=tv, l2=l2, mean=mean,
+                        std=std, decorrelate=decorrelate, progress=progress, batch_size=batch_size)
 
-    def arithmetic(self, x: Any, layer: LayerSpec, channel: int = 0, h: int | None = None, w: int | None = None):
-        """The worked computation of one output value. See :func:`cnn_explain.features.arithmetic.arithmetic`."""
+    def arithmetic(self, x: Any, layer: LayerSpec, channel: int = 0, h: int | None = None, w: int | None = None,
+                   *, index: int = 0) -> Arithmetic:
+        """The worked computation of one output value. See :func:`cnn_explain.features.arithmetic`."""
         from .features.arithmetic import arithmetic
 
-        return arithmetic(self.model, self.prepare(x), layer, channel, h, w)
+        return arithmetic(self.model, self.prepare(x), layer, channel, h, w, index=index)
 
-    def receptive_field(self, layer: LayerSpec, h: int, w: int, input_shape: Sequence[int] = (3, 32, 32)):
+    def receptive_field(self, layer: LayerSpec, h: int, w: int, *, input_shape: Sequence[int] = (3, 32, 32)) -> Box:
         """Inclusive input box seen by output ``(h, w)`` of ``layer``. See :func:`cnn_explain.layers.receptive_field`."""
         from .layers import receptive_field
 
         return receptive_field(self.model, layer, h, w, input_shape=input_shape)
 
     # ------------------------------------------------------------------ attribution
-    def occlusion(self, x: Any, target: Any = None, **options: Any):
+    def occlusion(self, x: Any, target: Any = None, *, window: int | tuple[int, int] = 8,
+                  stride: int | tuple[int, int] = 4, baseline: float | str | torch.Tensor = 0.0,
+                  measure: str = "prob", mode: str = "exact", batch_size: int | None = None,
+                  memory_budget: int = 2**30, progress: bool = True, approx_tau: float | None = 0.75,
+                  approx_drill: float = 0.2, approx_precision: str = "auto",
+                  compare_exact: bool = False) -> OcclusionResult:
         """Occlusion heatmap (Zeiler & Fergus). See :func:`cnn_explain.attribution.occlusion`."""
-        from .attribution.occlusion import occlusion
+        from .attribution import occlusion
 
-        return occlusion(self.model, self.prepare(x), target=target, **options)
+        return occlusion(self.model, self.prepare(x), target=target, window=window, stride=stride,
+                         baseline=baseline, measure=measure, mode=mode, batch_size=batch_size,
+                         memory_budget=memory_budget, progress=progress, output=self.output, approx_tau=approx_tau,
+                         approx_drill=approx_drill, approx_precision=approx_precision, compare_exact=compare_exact)
 
-    def saliency(self, x: Any, target: Any = None, method: str = "guided", **options: Any):
+    def saliency(self, x: Any, target: Any = None, method: str = "gradient", *, abs: bool = True, smooth: int = 0,
+                 noise: float = 0.15, seed: int = 0, progress: bool = True) -> Saliency:
         """Gradient / guided-backprop / deconvnet saliency. See :func:`cnn_explain.attribution.saliency`."""
-        from .attribution.gradients import saliency
+        from .attribution import saliency
 
-        return saliency(self.model, self.prepare(x), target=target, method=method, **options)
+        return saliency(self.model, self.prepare(x), target=target, method=method, abs=abs, smooth=smooth,
+                        noise=noise, seed=seed, output=self.output, progress=progress)
 
-    def grad_cam(self, x: Any, target: Any = None, layer: LayerSpec = None, guided: bool = False, **options: Any):
+    def grad_cam(self, x: Any, target: Any = None, layer: LayerSpec = None, guided: bool = False) -> GradCam:
         """Grad-CAM (Selvaraju et al.). See :func:`cnn_explain.attribution.grad_cam`."""
-        from .attribution.cam import grad_cam
+        from .attribution import grad_cam
 
-        return grad_cam(self.model, self.prepare(x), target=target, layer=layer, guided=guided, **options)
+        return grad_cam(self.model, self.prepare(x), target=target, layer=layer, guided=guided, output=self.output)
 
-    def sanity_check(self, x: Any, method: str = "guided", **options: Any):
+    def sanity_check(self, x: Any, method: str = "guided", target: Any = None, *, order: str = "top-down",
+                     layers: LayerSpec = None, seed: int = 0, progress: bool = True, abs: bool = True,
+                     smooth: int = 0, noise: float = 0.15, cam_layer: LayerSpec = None) -> SanityResult:
         """Model-parameter randomization test (Adebayo et al.). See :func:`cnn_explain.attribution.sanity_check`."""
-        from .attribution.sanity import sanity_check
+        from .attribution import sanity_check
 
-        return sanity_check(self.model, self.prepare(x), method=method, **options)
+        return sanity_check(self.model, self.prepare(x), method=method, target=target, order=order, layers=layers,
+                            seed=seed, output=self.output, progress=progress, abs=abs, smooth=smooth, noise=noise,
+                            cam_layer=cam_layer)
 
     # ------------------------------------------------------------------ data-set level
-    def embed(self, data: Any, layer: LayerSpec = None, method: str = "tsne", seed: int = 0, **options: Any):
-        """PCA / t-SNE / UMAP map of a layer's features over ``data``. See :func:`cnn_explain.embedding.embed`."""
+    def embed(self, data: Any, layer: LayerSpec = None, method: str = "tsne", seed: int | None = 0, *,
+              pool: str = "avg", batch_size: int = 256, max_samples: int | None = None, progress: bool = True,
+              layer_input: bool | None = None, n_components: int = 2, backend: str = "auto",
+              projection: Mapping[str, Any] | None = None) -> Embedding:
+        """PCA / t-SNE / UMAP map of a layer's features over ``data``. See :func:`cnn_explain.embedding.embed`.
+
+        ``projection`` holds method-specific options of :func:`cnn_explain.embedding.project`
+        (``perplexity``, ``n_neighbors``, ...).
+        """
         from .embedding import embed
 
-        options.setdefault("output", self.output)
-        options.setdefault("device", self.device)
-        return embed(self.model, data, layer=layer, method=method, seed=seed,
-                     class_names=self.class_names, **options)
+        return embed(self.model, data, layer=layer, method=method, seed=seed, class_names=self.class_names,
+                     pool=pool, batch_size=batch_size, max_samples=max_samples, progress=progress,
+                     output=self.output, device=self.device, layer_input=layer_input, n_components=n_components,
+                     backend=backend, **dict(projection or {}))
 
-    def report(self, images: Any, data: Any = None, out: str = "report", **options: Any):
-        """Write the HTML report with every figure. See :func:`cnn_explain.report.write_report`."""
+    def report(self, images: Any, data: Any = None, out: str | os.PathLike = "report", *,
+               names: Sequence[str] | None = None, sections: Sequence[str] | None = None, progress: bool = True,
+               settings: ReportSettings | Mapping[str, Any] | None = None) -> ReportResult:
+        """Write the HTML report with every figure. See :func:`cnn_explain.report.write_report`.
+
+        ``settings`` is a :class:`~cnn_explain.report.ReportSettings` or a mapping of its fields.
+        """
         from .report import write_report
 
-        return write_report(self, images, data=data, out=out, **options)
+        return write_report(self, images, data=data, out=out, names=names, sections=sections, progress=progress,
+                            settings=settings)
 
 
 def explain(model: nn.Module, *, class_names: Sequence[str] | None = None,

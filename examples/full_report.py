@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fast:
         test = Subset(test, range(80))
         settings = dict(maximize_steps=4, maximize_channels=2, max_channels=4, embed_methods=("pca",))
-    result = ex.report(images, data=test, out=args.out, **settings)
+    result = ex.report(images, data=test, out=args.out, settings=settings)
     included = [s["key"] for s in result.manifest["sections"] if s["included"]]
     print(f"{len(result.figures)} figures in sections {included}")
     print(f"open {result.path}")

@@ -57,9 +57,9 @@ def _report(folder: Path):
     data = torch.utils.data.TensorDataset(torch.rand(30, 3, 16, 16, generator=g), torch.arange(30) % 5)
     ex = explain(_seeded(TinyNet), class_names=["<b>zero</b>", "one", "two", "three", "four"])
     return ex.report(torch.rand(2, 3, 16, 16, generator=g), data=data, out=folder / "report", progress=False,
-                     maximize_steps=3, maximize_channels=2, max_channels=4, embed_methods=("pca",),
-                     style={"content": torch.rand(3, 16, 16, generator=g), "style": torch.rand(3, 16, 16, generator=g),
-                            "size": 32, "steps": 2})
+                     settings=dict(maximize_steps=3, maximize_channels=2, max_channels=4, embed_methods=("pca",),
+                                   style={"content": torch.rand(3, 16, 16, generator=g),
+                                          "style": torch.rand(3, 16, 16, generator=g), "size": 32, "steps": 2}))
 
 
 def test_report_renders_in_chromium(browser, tmp_path):

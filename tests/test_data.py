@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnn_explain.data import (
-    DIGIT_CLASSES, ImageFolder, image_to_tensor, load_cifar10_batches, load_digits, load_image,
-    load_mnist_idx, sample_image, tensor_to_image,
+    DIGIT_CLASSES, ImageFolder, load_cifar10_batches, load_digits, load_mnist_idx, sample_image,
 )
 
 
@@ -60,33 +59,6 @@ def test_sample_images():
         sample_image("mona_lisa")
     with pytest.raises(TypeError, match="size"):
         sample_image("china", size="big")
-
-
-def test_image_round_trip(tmp_path):
-    rng = np.random.default_rng(0)
-    arr = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
-    path = tmp_path / "a.png"
-    Image.fromarray(arr).save(path)
-    x = load_image(path)
-    assert x.shape == (3, 7, 9) and torch.equal((x * 255).round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(arr))
-    assert np.array_equal(np.asarray(tensor_to_image(x)), arr)
-    assert torch.equal(image_to_tensor(arr), x)
-    grey = load_image(path, mode="L", size=(4, 5))
-    assert grey.shape == (1, 4, 5)
-    assert tensor_to_image(grey).mode == "L"
-
-
-def test_load_image_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.png"):
-        load_image(tmp_path / "missing.png")
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="could not be read as an image"):
-        load_image(bad)
-    with pytest.raises(ValueError, match="mode"):
-        load_image(bad, mode="CMYK")
-    with pytest.raises(ValueError, match="C = 1 or 3"):
-        tensor_to_image(torch.zeros(2, 4, 4))
 
 
 def test_image_folder(tmp_path):

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from cnn_explain import Explainer, explain
-from cnn_explain._utils import as_batch, resolve_target
+from cnn_explain._utils import resolve_target
+from cnn_explain.images import to_batch
 
 
 def test_predict_topk_matches_manual_softmax(tiny_net, images, snapshot):
@@ -35,15 +36,17 @@ def test_input_conversions_agree():
     rng = np.random.default_rng(0)
     hwc = rng.integers(0, 256, size=(6, 5, 3), dtype=np.uint8)
     ref = torch.from_numpy(hwc.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    torch.testing.assert_close(as_batch(hwc), ref)
-    torch.testing.assert_close(as_batch(Image.fromarray(hwc)), ref)
-    torch.testing.assert_close(as_batch(ref[0]), ref)
+    torch.testing.assert_close(to_batch(hwc), ref)
+    torch.testing.assert_close(to_batch(Image.fromarray(hwc)), ref)
+    torch.testing.assert_close(to_batch(ref[0]), ref)
     gray = rng.integers(0, 256, size=(6, 5), dtype=np.uint8)
-    assert as_batch(Image.fromarray(gray)).shape == (1, 1, 6, 5)
+    assert to_batch(Image.fromarray(gray)).shape == (1, 1, 6, 5)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        as_batch(torch.zeros(1, 1, 1, 2, 2))
+        to_batch(torch.zeros(1, 1, 1, 2, 2))
+    with pytest.raises(ValueError, match="x='image.png': no such image file"):
+        to_batch("image.png")
     with pytest.raises(TypeError, match="x must be"):
-        as_batch("image.png")
+        to_batch(b"image.png")
 
 
 def test_bad_inputs_are_named(tiny_net):
@@ -102,7 +105,7 @@ def test_package_names_are_the_functions():
     """`from cnn_explain.attribution import occlusion` gives the function even if the module loaded first."""
     import importlib
 
-    importlib.import_module("cnn_explain.attribution.occlusion")
+    importlib.import_module("cnn_explain.attribution.occlude.api")
     importlib.import_module("cnn_explain.features.filters")
     from cnn_explain.attribution import grad_cam, occlusion, saliency, sanity_check
     from cnn_explain.features import arithmetic, feature_maps, filters, maximize

@@ -231,8 +231,10 @@ def test_bad_arguments_are_named(tiny_net, images, kwargs, err, word):
 def test_wrong_channel_count_is_named(tiny_net):
     with pytest.raises(ValueError, match="channels"):
         saliency(tiny_net, torch.rand(2, 1, 8, 8))
-    with pytest.raises(TypeError, match="x"):
-        saliency(tiny_net, "image.png")
+    with pytest.raises(ValueError, match="x='image.png': no such image file"):
+        saliency(tiny_net, "image.png")  # a path is read as an image file (cnn_explain.images.to_batch)
+    with pytest.raises(TypeError, match="x must be"):
+        saliency(tiny_net, {"image": 1})
 
 
 def test_inference_mode_tensors_are_accepted(tiny_net, images):

@@ -43,7 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import as_batch, check_channels, forward_logits, model_device, positive_int, progress_bar, resolve_target
+from .._utils import check_channels, forward_logits, model_device, positive_int, progress_bar, resolve_target
+from ..images import to_batch
 from ..hooks import preserved
 from ._relu import RectifyReLU
 from .result import Attribution
@@ -173,7 +174,7 @@ def saliency(model: nn.Module, x: Any, *, target: Any = None, method: str = "gra
     """
     method = _check_method(method)
     smooth, noise = _check_args(abs, smooth, noise, seed)
-    x = as_batch(x)
+    x = to_batch(x)
     check_channels(model, x)
     x = x.to(model_device(model))
     with preserved(model, eval=True, freeze=True):

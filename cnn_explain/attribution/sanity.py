@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import as_batch, check_channels, forward_logits, model_device, positive_int, progress_bar, resolve_target
+from .._utils import check_channels, forward_logits, model_device, positive_int, progress_bar, resolve_target
+from ..images import to_batch
 from ..hooks import LayerSpec, capture, preserved, resolve_layers
 from ._similarity import normalize, spearman, ssim
 from .cam import grad_cam
@@ -95,11 +96,17 @@ class SanityResult:
         return f"sanity check of {self.method!r} ({self.order}, mean over {self.maps.shape[1]} images)\n" + "\n".join(rows)
 
 
+_OPTION_DEFAULTS: dict[str, Any] = {"abs": True, "smooth": 0, "noise": 0.15, "cam_layer": None}
+
+
 def _explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, output: Any,
-             options: dict) -> torch.Tensor:
+             options: dict[str, Any]) -> torch.Tensor:
+    """The map of ``method``; ``options`` holds ``abs``, ``smooth``, ``noise`` (saliency) and ``cam_layer``."""
     if method in METHODS:
-        return saliency(model, x, target=target, method=method, output=output, progress=False, **options).attribution
-    return grad_cam(model, x, target=target, guided=method == "guided_grad_cam", output=output, **options).attribution
+        return saliency(model, x, target=target, method=method, output=output, progress=False, abs=options["abs"],
+                        smooth=options["smooth"], noise=options["noise"]).attribution
+    return grad_cam(model, x, target=target, layer=options["cam_layer"], guided=method == "guided_grad_cam",
+                    output=output).attribution
 
 
 def _execution_order(model: nn.Module, x: torch.Tensor, layers: LayerSpec, output: Any) -> dict[str, nn.Module]:
@@ -138,7 +145,8 @@ def _check(method: Any, order: Any, seed: Any) -> None:
 
 def sanity_check(model: nn.Module, x: Any, *, method: str = "guided", target: Any = None,
                  order: str = "top-down", layers: LayerSpec = None, seed: int = 0, output: Any = None,
-                 progress: bool = True, **options: Any) -> SanityResult:
+                 progress: bool = True, abs: bool = True, smooth: int = 0, noise: float = 0.15,
+                 cam_layer: LayerSpec = None) -> SanityResult:
     """Model-parameter randomization test (Adebayo et al. 2018).
 
     Args:
@@ -154,14 +162,18 @@ def sanity_check(model: nn.Module, x: Any, *, method: str = "guided", target: An
         seed: seeds the re-initialization (torch's global RNG is restored).
         output: selects the score tensor from a model returning a tuple/dict.
         progress: show a progress bar over the steps.
-        **options: passed to `saliency` (``abs``, ``smooth``, ``noise``) or
-            `grad_cam` (``layer``).
+        abs: saliency methods: absolute value of the gradient (see `saliency`).
+        smooth: saliency methods: SmoothGrad samples (0: off).
+        noise: saliency methods: SmoothGrad noise level.
+        cam_layer: Grad-CAM methods: the layer whose feature maps are weighted
+            (default: Grad-CAM's own, the last convolution).
 
     Returns:
         `SanityResult` (``print`` it for the table).
     """
     _check(method, order, seed)
-    x = as_batch(x)
+    options = {"abs": abs, "smooth": smooth, "noise": noise, "cam_layer": cam_layer}
+    x = to_batch(x)
     check_channels(model, x)
     x = x.to(model_device(model))
     work = copy.deepcopy(model)
@@ -184,5 +196,5 @@ def sanity_check(model: nn.Module, x: Any, *, method: str = "guided", target: An
     sims = [_similarity(stacked[0], m) for m in stacked]
     rho = torch.tensor([s[0] for s in sims], dtype=torch.float64)
     ss = torch.tensor([s[1] for s in sims], dtype=torch.float64)
-    params = {"seed": seed, **options}
+    params = {"seed": seed, **{k: v for k, v in options.items() if v != _OPTION_DEFAULTS[k]}}
     return SanityResult(stacked, tuple(names), rho, ss, tgt, method, order, x.detach().cpu(), params)

@@ -23,22 +23,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import as_batch, check_channels, model_device
-from ..hooks import LayerSpec, _check_model, capture, preserved
+from .._utils import check_channels, model_device
+from ..images import to_batch
+from ..hooks import LayerSpec, _check_model, capture, preserved, select_output
 
 __all__ = ["feature_maps"]
 
 
-def feature_maps(model: nn.Module, x: Any, layers: LayerSpec = None) -> dict[str, torch.Tensor]:
+def feature_maps(model: nn.Module, x: Any, layers: LayerSpec = None, *, output: Any = None) -> dict[str, torch.Tensor]:
     """Record the output of each chosen layer for the images ``x``.
 
     Args:
         model: any ``nn.Module``.
         x: ``(N, C, H, W)`` images (a ``(C, H, W)`` tensor, PIL image or array is
-            converted by :func:`cnn_explain._utils.as_batch`).
+            converted by :func:`cnn_explain.images.to_batch`).
         layers: ``None`` (every Conv / Pool / Linear / activation layer), a name,
             a glob, a module, a module type, or a list (see
             :func:`cnn_explain.hooks.resolve_layers`).
+        output: selector for models returning tuples or dicts (see
+            :func:`cnn_explain.hooks.select_output`); the maps do not depend on it,
+            but a selector that does not fit the model's output is an error.
 
     Returns:
         ``{layer name: CPU tensor}`` in forward order; conv / pool / activation
@@ -50,10 +54,10 @@ def feature_maps(model: nn.Module, x: Any, layers: LayerSpec = None) -> dict[str
         ValueError: an unknown layer name, or ``x`` with the wrong number of channels.
     """
     _check_model(model)
-    x = as_batch(x)
+    x = to_batch(x)
     check_channels(model, x)
     x = x.to(model_device(model))
     with preserved(model, eval=True), capture(model, layers) as rec, torch.inference_mode():
-        model(x)
+        select_output(model(x), output)
     # cloned outside inference mode: ordinary tensors the user may use with autograd later
     return {name: t.cpu().clone() for name, t in rec.items() if isinstance(t, torch.Tensor)}

@@ -168,14 +168,14 @@ def _image_source(images: Any) -> Any:
 def _thumbnail(source: Any, index: int) -> np.ndarray:
     import torch
 
-    from .._utils import as_batch
+    from ..images import to_batch
 
     item = source[index]
     if isinstance(item, (tuple, list)):
         item = item[0]
     if isinstance(item, np.ndarray) and item.ndim == 3 and item.shape[0] in (1, 3, 4):
         item = torch.from_numpy(item)
-    return to_image(as_batch(item, argname="thumbnails")[0])
+    return to_image(to_batch(item, argname="thumbnails")[0])
 
 
 def spread_subsample(coords: np.ndarray, n: int, min_dist: float, seed: int = 0) -> np.ndarray:

@@ -7,19 +7,21 @@ half-written report (and a previous report at ``out`` stays as it was).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..images import open_image
 from .html import figure_html, page, skipped_html
 from .settings import ReportSettings
 
@@ -140,15 +142,9 @@ def _load_images(explainer: Any, images: Any) -> tuple[torch.Tensor, list[str]]:
     prepared, names = [], []
     for i, item in enumerate(items):
         if isinstance(item, (str, os.PathLike)):
-            from PIL import Image
-
-            path = Path(item)
-            if not path.is_file():
-                raise ValueError(f"images[{i}]: no such image file: {path}")
-            with Image.open(path) as im:
-                batch = explainer.prepare(im.convert("L" if _in_channels(explainer) == 1 else "RGB"),
-                                          argname=f"images[{i}]")
-            names.append(path.name)
+            image = open_image(item, mode="L" if _in_channels(explainer) == 1 else "RGB", argname=f"images[{i}]")
+            batch = explainer.prepare(image, argname=f"images[{i}]")
+            names.append(Path(item).name)
         else:
             batch = explainer.prepare(item, argname=f"images[{i}]" if len(items) > 1 else "images")
             names += [f"image {len(names) + j}" for j in range(batch.shape[0])]
@@ -157,6 +153,20 @@ def _load_images(explainer: Any, images: Any) -> tuple[torch.Tensor, list[str]]:
     if len(shapes) > 1:
         raise ValueError(f"images must all have the same (C, H, W) after the transform; got {sorted(shapes)}")
     return torch.cat(prepared), names
+
+
+def _settings_options(settings: ReportSettings | Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` (a ReportSettings or a mapping) as keyword arguments, overridden by ``options``."""
+    if settings is None:
+        base: dict[str, Any] = {}
+    elif isinstance(settings, ReportSettings):
+        base = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    elif isinstance(settings, Mapping):
+        base = dict(settings)
+    else:
+        raise TypeError(f"settings must be a ReportSettings, a mapping of its fields or None, "
+                        f"got {type(settings).__name__}")
+    return {**base, **options}
 
 
 def _check_names(names: Sequence[str] | None, default: list[str]) -> list[str]:
@@ -207,7 +217,8 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 # --------------------------------------------------------------------------- the job
 def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.PathLike = "report", *,
                  names: Sequence[str] | None = None, sections: Sequence[str] | None = None,
-                 progress: bool = True, **settings: Any) -> ReportResult:
+                 progress: bool = True, settings: ReportSettings | Mapping[str, Any] | None = None,
+                 **options: Any) -> ReportResult:
     """Write an HTML report with every figure for ``images`` (and ``data``).
 
     The folder ``out`` gets ``index.html`` (plain HTML, inline CSS, no JavaScript;
@@ -230,8 +241,10 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
         names: display names, one per image (default: file names for paths, ``image i`` otherwise).
         sections: keys of the sections to build (default: all); see ``SECTIONS``.
         progress: show a progress bar over sections.
-        **settings: :class:`ReportSettings` fields, e.g. ``occlusion_window=6``,
-            ``embed_methods=("pca",)``, ``style={"content": img, "style": img2, "steps": 50}``.
+        settings: a :class:`ReportSettings`, or a mapping of its fields (default: all defaults).
+        **options: :class:`ReportSettings` fields given one by one (they override ``settings``), e.g.
+            ``occlusion_window=6``, ``embed_methods=("pca",)``,
+            ``style={"content": img, "style": img2, "steps": 50}``.
 
     Returns:
         :class:`ReportResult` with ``.path`` (index.html), ``.manifest`` and ``.figures``.
@@ -247,7 +260,7 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
     """
     from .sections import select_sections
 
-    opts = ReportSettings.from_options(settings)
+    opts = ReportSettings.from_options(_settings_options(settings, options))
     chosen = select_sections(sections)
     out = _check_out(out)
     batch, default_names = _load_images(explainer, images)

@@ -97,12 +97,21 @@ def _where(emb: Any) -> str:
     return f"the input of layer {emb.layer}" if captured == "input" else f"layer {emb.layer}"
 
 
+_EMBED_KEYWORDS = ("pool", "batch_size", "max_samples", "layer_input", "n_components", "backend")
+
+
 def _embed_options(options: Any, method: str) -> dict[str, Any]:
-    """Options shared by every method, plus ``options[method]`` (a mapping) for that method only."""
+    """Options shared by every method, plus ``options[method]`` (a mapping) for that method only.
+
+    Keywords of :meth:`Explainer.embed` are passed as such; the rest (``perplexity``,
+    ``n_neighbors``, ...) go to the projection.
+    """
     from .settings import EMBED_METHODS
 
     shared = {k: v for k, v in options.items() if k not in EMBED_METHODS}
-    return {**shared, **dict(options.get(method) or {})}
+    merged = {**shared, **dict(options.get(method) or {})}
+    kwargs = {k: merged.pop(k) for k in _EMBED_KEYWORDS if k in merged}
+    return {**kwargs, "projection": merged}
 
 
 def _indexable(data: Any) -> bool:
