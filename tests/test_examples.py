@@ -27,6 +27,7 @@ CASES = {
                    ["embedding_pca.png", "embedding_tsne.png"]),
     "full_report": (["--untrained", "--fast", "--images", "2"], ["index.html", "manifest.json"]),
     "style_transfer": (["--size", "32", "--steps", "2"], ["style.png", "figure.png"]),  # helper F's script
+    "batch_dataset": (["--untrained", "--images", "24"], ["results/manifest.json", "figures/class_1.png"]),
 }
 
 
