@@ -14,18 +14,25 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._options import DIGITS
 from ._registry import UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from ..explainer import Explainer
 
 __all__ = ["load_model", "input_spec", "image_transform", "make_explainer", "load_images", "load_folder", "save_figure"]
 
 
 # --------------------------------------------------------------------------- loading
-def load_model(spec: str, weights: str | None = None):
+def load_model(spec: str, weights: str | None = None) -> nn.Module:
     """``'pkg.module:factory'`` (or ``'digits'``) -> an ``nn.Module`` in eval mode, with ``weights`` loaded.
 
     ``factory`` may be dotted (``pkg.module:Class.build``) and is called with no
@@ -50,7 +57,7 @@ def load_model(spec: str, weights: str | None = None):
     return model.eval()
 
 
-def _build_model(spec: str):
+def _build_model(spec: str) -> nn.Module:
     from torch import nn
 
     module_name, sep, attr = spec.partition(":")
@@ -78,13 +85,14 @@ def _build_model(spec: str):
     return model
 
 
-def image_transform(channels: int, size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None):
+def image_transform(channels: int, size: int | None, mean: Sequence[float] | None,
+                    std: Sequence[float] | None) -> Callable[[Any], torch.Tensor]:
     """PIL image -> ``(channels, size, size)`` float tensor in [0, 1], then ``(x - mean) / std``."""
     import torch
 
     from ..images import to_batch
 
-    def transform(im: Any):
+    def transform(im: Any) -> torch.Tensor:
         im = im.convert("L" if channels == 1 else "RGB")
         if size is not None:
             im = im.resize((size, size))
@@ -106,7 +114,7 @@ def input_spec(args: argparse.Namespace, model: Any) -> tuple[int, int | None]:
     return (conv.in_channels if conv is not None else 3), args.input_size or (28 if args.model == DIGITS else None)
 
 
-def make_explainer(args: argparse.Namespace):
+def make_explainer(args: argparse.Namespace) -> Explainer:
     """The model, its class names and the image transform from the shared options."""
     from .. import explain
 
@@ -128,7 +136,7 @@ def make_explainer(args: argparse.Namespace):
     return explain(model, class_names=classes, transform=image_transform(channels, size, args.mean, args.std))
 
 
-def load_images(ex: Any, paths: Sequence[str]):
+def load_images(ex: Explainer, paths: Sequence[str]) -> torch.Tensor:
     """Image files -> an ``(N, C, H, W)`` batch through the explainer's transform (all the same size)."""
     for p in paths:
         if not Path(p).is_file():
@@ -139,7 +147,7 @@ def load_images(ex: Any, paths: Sequence[str]):
     return ex.prepare(x, argname="--images")  # on the model's device, channels checked
 
 
-def load_folder(args: argparse.Namespace, ex: Any, folder: str):
+def load_folder(args: argparse.Namespace, ex: Explainer, folder: str) -> Dataset:
     """``root/<class>/<image>`` as a data set prepared like ``--images`` (size, channels, mean/std)."""
     import torch
     from torch.utils.data import Dataset
@@ -159,7 +167,7 @@ def load_folder(args: argparse.Namespace, ex: Any, folder: str):
         def __len__(self) -> int:
             return len(base)
 
-        def __getitem__(self, i: int):
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
             x, y = base[i]
             x = x if mean is None else x - mean
             return (x if std is None else x / std), y

@@ -47,7 +47,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     add_quiet(p)
 
 
-def _load_data(args: argparse.Namespace, ex: Any):
+def _load_data(args: argparse.Namespace, ex: Any) -> Any:
     return None if args.data is None else load_folder(args, ex, args.data)
 
 
