@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
-def new_figure(figsize: tuple[float, float] = (6.0, 4.0), ax: Any = None, **kwargs: Any):
+def new_figure(figsize: tuple[float, float] = (6.0, 4.0), ax: Axes | None = None, **kwargs: Any) -> tuple[Figure, Axes]:
     """Return ``(fig, ax)``: the given Axes and its Figure, or a new Figure with one Axes.
 
     The figure is a plain ``matplotlib.figure.Figure`` (not registered with
@@ -19,14 +25,14 @@ def new_figure(figsize: tuple[float, float] = (6.0, 4.0), ax: Any = None, **kwar
     return fig, fig.add_subplot(1, 1, 1)
 
 
-def blank_figure(figsize: tuple[float, float] = (6.0, 4.0), **kwargs: Any):
+def blank_figure(figsize: tuple[float, float] = (6.0, 4.0), **kwargs: Any) -> Figure:
     """A new pyplot-free Figure with no Axes."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=figsize, layout="constrained", **kwargs)
 
 
-def to_image(t) -> Any:
+def to_image(t: torch.Tensor) -> np.ndarray:
     """``(C, H, W)`` tensor -> array for ``imshow``: ``(H, W)`` for one channel, else ``(H, W, 3)`` clipped to [0, 1]."""
     import numpy as np
 

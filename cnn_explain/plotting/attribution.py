@@ -24,7 +24,12 @@ import torch
 from ._base import blank_figure, new_figure, to_image
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from ..attribution.deletion import DeletionInsertion
+    from ..attribution.result import Attribution
+    from ..attribution.sanity import SanityResult
 
 __all__ = ["heatmap", "attribution_grid", "sanity_figure", "deletion_insertion_figure", "map_norm"]
 
@@ -56,7 +61,7 @@ def _image(image: Any, result: Any, index: int) -> np.ndarray | None:
     return to_image(image)
 
 
-def _draw(ax, result: Any, index: int, image: Any, *, alpha: float, reduce: str, colorbar: bool,
+def _draw(ax: Axes, result: Attribution, index: int, image: Any, *, alpha: float, reduce: str, colorbar: bool,
           title: str | None):
     m = result.map(index, reduce).numpy()
     img = _image(image, result, index)
@@ -78,7 +83,7 @@ def _draw(ax, result: Any, index: int, image: Any, *, alpha: float, reduce: str,
     return im
 
 
-def heatmap(result: Any, image: Any = None, ax: Any = None, index: int = 0, *, alpha: float = 0.6,
+def heatmap(result: Attribution, image: Any = None, ax: Axes | None = None, index: int = 0, *, alpha: float = 0.6,
             reduce: str = "auto", colorbar: bool = True, title: str | None = None) -> Figure:
     """One image's attribution map overlaid on the image, with a colorbar.
 
@@ -111,7 +116,7 @@ def _as_list(results: Any) -> list:
     return results
 
 
-def attribution_grid(results: Any, images: Any = None, *, indices: Sequence[int] | None = None,
+def attribution_grid(results: Attribution | Sequence[Attribution], images: Any = None, *, indices: Sequence[int] | None = None,
                      titles: Sequence[str] | None = None, alpha: float = 0.6, reduce: str = "auto",
                      colorbar: bool = False) -> Figure:
     """Several methods side by side for a batch: one row per image, one column per result.
@@ -150,7 +155,7 @@ def attribution_grid(results: Any, images: Any = None, *, indices: Sequence[int]
     return fig
 
 
-def sanity_figure(result: Any, index: int = 0, *, alpha: float = 0.6) -> Figure:
+def sanity_figure(result: SanityResult, index: int = 0, *, alpha: float = 0.6) -> Figure:
     """The randomization cascade: the map after each step, and Spearman / SSIM per step.
 
     Top row: image ``index`` and its map at each step (original, then each
@@ -199,7 +204,8 @@ def _curve_sets(curves: Any) -> dict[str, Any]:
     return sets
 
 
-def deletion_insertion_figure(curves: Any, index: int | None = None) -> Figure:
+def deletion_insertion_figure(curves: DeletionInsertion | Sequence[DeletionInsertion] | Mapping[str, DeletionInsertion],
+                              index: int | None = None) -> Figure:
     """Deletion (left) and insertion (right) curves with their AUC in the legend.
 
     Args:

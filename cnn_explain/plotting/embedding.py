@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from ..embedding import Embedding
 
 from ._base import blank_figure, new_figure, to_image
 
@@ -70,7 +73,7 @@ def _title(result: Any) -> str:
     return text + "\n" + ", ".join(parts)
 
 
-def scatter_embedding(result: Any, ax: Any = None, *, thumbnails: Any = None, n_thumbnails: int = 40,
+def scatter_embedding(result: Embedding, ax: Axes | None = None, *, thumbnails: Any = None, n_thumbnails: int = 40,
                       mark_errors: bool = True, thumbnail_size: float = 16.0, thumbnail_cmap: str = "gray_r",
                       point_size: float = 12.0, seed: int = 0) -> Figure:
     """Scatter the map coloured by true class, misclassified samples marked with a black ×.
@@ -115,7 +118,7 @@ def scatter_embedding(result: Any, ax: Any = None, *, thumbnails: Any = None, n_
     return fig
 
 
-def scatter_embedding_3d(result: Any, ax: Any = None, *, mark_errors: bool = True,
+def scatter_embedding_3d(result: Embedding, ax: Axes | None = None, *, mark_errors: bool = True,
                          point_size: float = 10.0) -> Figure:
     """3-D scatter of a 3-component embedding (``mpl_toolkits.mplot3d``), coloured by class.
 
@@ -141,7 +144,7 @@ def scatter_embedding_3d(result: Any, ax: Any = None, *, mark_errors: bool = Tru
     return ax.figure
 
 
-def _draw_points(ax, result, coords: np.ndarray, mark_errors: bool, size: float, inside: bool = False) -> None:
+def _draw_points(ax: Axes, result: Embedding, coords: np.ndarray, mark_errors: bool, size: float, inside: bool = False) -> None:
     lab, classes, title = _groups(result)
     colors = class_colors(len(classes))
     cols = [coords[:, j] for j in range(coords.shape[1])]
@@ -190,7 +193,8 @@ def spread_subsample(coords: np.ndarray, n: int, min_dist: float, seed: int = 0)
     return np.asarray(chosen, dtype=np.int64)
 
 
-def _draw_thumbnails(ax, result, coords, images, n, size, cmap, seed) -> None:
+def _draw_thumbnails(ax: Axes, result: Embedding, coords: np.ndarray, images: Any, n: int, size: float,
+                     cmap: str, seed: int) -> None:
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
     source = _image_source(images)
@@ -210,7 +214,7 @@ def _draw_thumbnails(ax, result, coords, images, n, size, cmap, seed) -> None:
         ax.add_artist(ab)
 
 
-def explained_variance_figure(result: Any, ax: Any = None, *, n: int | None = None) -> Figure:
+def explained_variance_figure(result: Embedding, ax: Axes | None = None, *, n: int | None = None) -> Figure:
     """PCA's explained variance: one bar per component and the cumulative curve.
 
     The ratio of component ``i`` is ``λ_i / Σ_j λ_j`` (``λ`` the eigenvalues of

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ._base import blank_figure, new_figure, to_image
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from ..features.arithmetic import Arithmetic
+    from ..features.filters import FilterResult
+    from ..features.maximize import MaximizeResult
+    from ..layers import Box
 
 __all__ = ["feature_map_grid", "filter_grid", "maximize_grid", "arithmetic_figure", "receptive_field_figure"]
 
@@ -38,7 +47,7 @@ def _pick_channels(t: torch.Tensor, top_k: int | None, max_channels: int) -> lis
 
 def feature_map_grid(maps: Mapping[str, torch.Tensor], layers: str | Sequence[str] | None = None, index: int = 0,
                      top_k: int | None = None, shared_scale: bool = False, max_channels: int = 16,
-                     ncols: int = 8, cmap: str = "viridis"):
+                     ncols: int = 8, cmap: str = "viridis") -> Figure:
     """A grid of channels per layer, titled with the layer name and map shape (seed 000, figure 5).
 
     Args:
@@ -83,7 +92,7 @@ def feature_map_grid(maps: Mapping[str, torch.Tensor], layers: str | Sequence[st
 
 
 # --------------------------------------------------------------------------- filters
-def filter_grid(result: Any, max_filters: int = 64, max_inputs: int = 16, ncols: int = 8):
+def filter_grid(result: FilterResult, max_filters: int = 64, max_inputs: int = 16, ncols: int = 8) -> Figure:
     """Draw a :class:`~cnn_explain.features.filters.FilterResult`.
 
     RGB first layers: each filter as a small colour image; one input channel:
@@ -119,7 +128,7 @@ def filter_grid(result: Any, max_filters: int = 64, max_inputs: int = 16, ncols:
 
 
 # --------------------------------------------------------------------------- maximization
-def maximize_grid(result: Any, ncols: int = 8):
+def maximize_grid(result: MaximizeResult, ncols: int = 8) -> Figure:
     """The images of a :class:`~cnn_explain.features.maximize.MaximizeResult`, one per channel.
 
     Drawn from ``result.pixels`` (values in [0, 1]); Axes titled ``"ch k"``.
@@ -135,7 +144,7 @@ def maximize_grid(result: Any, ncols: int = 8):
 
 
 # --------------------------------------------------------------------------- arithmetic
-def _matrix(ax, m: torch.Tensor, title: str, cmap: str = "coolwarm", annotate: bool = True) -> None:
+def _matrix(ax: Axes, m: torch.Tensor, title: str, cmap: str = "coolwarm", annotate: bool = True) -> None:
     """Weights and products on a diverging scale centred at 0; inputs (any other cmap) on their own range."""
     arr = m.double().numpy().copy()
     arr[np.isneginf(arr)] = np.nan  # max-pool padding
@@ -155,7 +164,7 @@ def _matrix(ax, m: torch.Tensor, title: str, cmap: str = "coolwarm", annotate: b
                     bbox=dict(boxstyle="round,pad=0.1", facecolor="white", alpha=0.6, linewidth=0))
 
 
-def arithmetic_figure(result: Any, max_channels: int = 3):
+def arithmetic_figure(result: Arithmetic, max_channels: int = 3) -> Figure:
     """Lay out an :class:`~cnn_explain.features.arithmetic.Arithmetic` like seed 000's figure 4.
 
     Conv: one row per input channel (up to ``max_channels``): input slice × kernel =
@@ -201,7 +210,7 @@ def arithmetic_figure(result: Any, max_channels: int = 3):
     return fig
 
 
-def _summary_text(ax, r: Any) -> None:
+def _summary_text(ax: Axes, r: Arithmetic) -> None:
     ax.set_axis_off()
     if r.kind in ("conv", "linear"):
         total = r.computed - (r.bias or 0.0)
@@ -217,7 +226,7 @@ def _summary_text(ax, r: Any) -> None:
 
 
 # --------------------------------------------------------------------------- receptive field
-def receptive_field_figure(image: Any, box: Any, ax: Any = None, color: str = "red"):
+def receptive_field_figure(image: Any, box: Box, ax: Axes | None = None, color: str = "red") -> Figure:
     """Draw an inclusive receptive-field box on an image.
 
     Args:

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ._base import blank_figure, to_image
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from ..style import StyleResult
 
 __all__ = ["style_figure", "loss_curves"]
 
 _CURVES = (("total", "total (weighted)"), ("content", "content"), ("style", "style"), ("tv", "total variation"))
 
 
-def style_figure(result: Any, content: Any = None, style: Any = None, *, figsize: tuple[float, float] = (13.0, 3.4)):
+def style_figure(result: StyleResult, content: Any = None, style: Any = None, *,
+                 figsize: tuple[float, float] = (13.0, 3.4)) -> Figure:
     """Content, style and stylized images in a row, then the loss curves on a log scale.
 
     Args:
@@ -51,7 +58,7 @@ def style_figure(result: Any, content: Any = None, style: Any = None, *, figsize
     return fig
 
 
-def loss_curves(result: Any, ax: Any = None, *, figsize: tuple[float, float] = (5.0, 3.4)):
+def loss_curves(result: StyleResult, ax: Axes | None = None, *, figsize: tuple[float, float] = (5.0, 3.4)) -> Figure:
     """The loss terms of ``result.history`` per step, log scale (zeros are left out).
 
     Lines are labelled ``"total (weighted)"``, ``"content"``, ``"style"`` and

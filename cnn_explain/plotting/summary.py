@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._base import new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from ..summary import Summary
 
 __all__ = ["architecture"]
 
 
-def architecture(summary: Any, *, ax: Any = None, log: bool = True, skip_activations: bool = True):
+def architecture(summary: Summary, *, ax: Axes | None = None, log: bool = True, skip_activations: bool = True) -> Figure:
     """Horizontal bars of neurons and parameters per layer, first layer on top.
 
     Args:
