@@ -172,3 +172,84 @@ class ExplodingNet(TinyNet):
 @pytest.fixture
 def exploding_net():
     return _seeded(ExplodingNet)
+
+
+class GlobalState:
+    """Process-wide state a capability must leave as it found it.
+
+    Torch's, NumPy's and Python's global RNG, grad mode, inference mode, the
+    default dtype, torch's thread count, global module hooks and active torch
+    function modes.
+    """
+
+    def __init__(self) -> None:
+        import random
+
+        import numpy as np
+
+        self.values = self._read(random, np)
+
+    @staticmethod
+    def _read(random, np) -> dict:
+        from torch.nn.modules import module as nn_module
+
+        hooks = sum(len(getattr(nn_module, name, {}) or {}) for name in dir(nn_module) if name.startswith("_global_")
+                    and name.endswith("hooks"))
+        return {
+            "torch rng": torch.random.get_rng_state(),
+            "numpy rng": np.random.get_state(),
+            "python rng": random.getstate(),
+            "grad mode": torch.is_grad_enabled(),
+            "inference mode": torch.is_inference_mode_enabled(),
+            "default dtype": torch.get_default_dtype(),
+            "threads": torch.get_num_threads(),
+            "global module hooks": hooks,
+            "torch function modes": len(torch.overrides._get_current_function_mode_stack()),
+        }
+
+    def assert_unchanged(self) -> None:
+        import random
+
+        import numpy as np
+
+        now = self._read(random, np)
+        assert torch.equal(now.pop("torch rng"), self.values["torch rng"]), "torch's global RNG state changed"
+        before_np, now_np = self.values["numpy rng"], now.pop("numpy rng")
+        assert before_np[0] == now_np[0] and np.array_equal(before_np[1], now_np[1]) and \
+            before_np[2:] == now_np[2:], "NumPy's global RNG state changed"
+        for key, value in now.items():
+            assert value == self.values[key], f"{key} changed: {self.values[key]!r} -> {value!r}"
+
+
+class InputSnapshot:
+    """Values, dtype, ``requires_grad`` and ``.grad`` of the tensors given to a capability."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.tensors = tensors
+        self.copies = [(t.detach().clone(), t.dtype, t.requires_grad, t.grad) for t in tensors]
+
+    def assert_unchanged(self) -> None:
+        for t, (values, dtype, req, grad) in zip(self.tensors, self.copies):
+            assert t.dtype == dtype and t.requires_grad == req and t.grad is grad, "an input's flags changed"
+            assert torch.equal(t.detach(), values), "an input tensor was modified"
+
+
+def raising_from(model: nn.Module, k: int) -> nn.Module:
+    """``model`` (changed in place and returned) whose forward raises :class:`Boom` from its ``k``-th call on.
+
+    Its class becomes a subclass of its own with a counting ``forward``; module
+    names, parameters and hooks are untouched. The count lives on that subclass,
+    so deep copies of the model share it. Raising on every call from the
+    ``k``-th on (not only the ``k``-th) means a capability that catches one failure
+    and retries another way still meets the failure.
+    """
+    base = type(model)
+
+    def forward(self, x):  # one named argument, so that torch.fx can trace it like the original
+        type(self).calls += 1
+        if type(self).calls >= k:
+            raise Boom(f"forward call {type(self).calls} (raising from call {k} on)")
+        return base.forward(self, x)
+
+    model.__class__ = type(f"Raising{base.__name__}", (base,), {"forward": forward, "calls": 0})
+    return model
