@@ -450,3 +450,25 @@ def test_ray_weights_travel_and_workers_check_the_model(factory_file, model, dig
     with pytest.raises(Exception, match="different weights on a worker"):
         explain_dataset(f"{factory_file}:unseeded", data, out=tmp_path / "u", engine="ray", workers=1,
                         progress=False)
+
+
+@pytest.mark.slow
+def test_ray_dataset_input_streams_into_the_same_shards(factory_file, digits64, tmp_path, local_ray):
+    x, y = (t[:40] for t in load_digits("test").tensors)
+    ds = local_ray.data.from_items([{"image": x[i].numpy(), "label": int(y[i]), "box": [7, 7, 21, 21]}
+                                    for i in range(40)], override_num_blocks=5)
+    ref = read_results(_run(factory_file, Subset(digits64, range(40)), tmp_path / "ref", map_dtype="float16").out)
+    local = _run(factory_file, ds, tmp_path / "local", map_dtype="float16", batch_size=16)
+    pool = _run(factory_file, ds, tmp_path / "ray", map_dtype="float16", batch_size=16, engine="ray", workers=2)
+    for run in (local, pool):
+        df = read_results(run.out)
+        assert df["id"].tolist() == ref["id"].tolist() and df["label"].tolist() == ref["label"].tolist()
+        for a, b in zip(df["grad_cam_map"], ref["grad_cam_map"]):  # float16 maps from float32 maps equal to ~1e-7
+            np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=1e-3, atol=1e-6)
+        a = np.abs(df["saliency_map"][3].astype(np.float64))
+        assert df["saliency_inside"][3] == pytest.approx(a[7:21, 7:21].sum() / a.sum(), rel=1e-3)
+    man = json.loads((pool.out / "manifest.json").read_text())
+    man["shards"] = man["shards"][:1]
+    (pool.out / "manifest.json").write_text(json.dumps(man))
+    again = _run(factory_file, ds, tmp_path / "ray", map_dtype="float16", batch_size=16, engine="ray", workers=2)
+    assert again.computed == 2 and read_results(again.out)["id"].tolist() == ref["id"].tolist()

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from ._compute import explain_batch
 from ._settings import ModelSource, RunSettings, fingerprint
 from ._source import Source
 
-__all__ = ["ShardTask", "run_local", "run_ray", "explain_shard"]
+__all__ = ["ShardTask", "run_local", "run_ray", "explain_shard", "ray_session", "build_on_worker", "RayOptions"]
 
 @dataclass(frozen=True)
 class ShardTask:
@@ -42,10 +43,10 @@ def explain_shard(model: torch.nn.Module, source: Source, task: ShardTask, setti
     return pa.concat_tables(tables)
 
 def run_local(model: torch.nn.Module, source: Source, tasks: list[ShardTask], settings: RunSettings,
-              batch_size: int, device: torch.device) -> Iterator[tuple[ShardTask, pa.Table]]:
-    """Yield ``(task, rows)`` for each pending shard, in order."""
+              batch_size: int, device: torch.device) -> Iterator[tuple[int, pa.Table]]:
+    """Yield ``(k, rows)`` for each pending shard, in order."""
     for task in tasks:
-        yield task, explain_shard(model, source, task, settings, batch_size, device)
+        yield task.k, explain_shard(model, source, task, settings, batch_size, device)
 
 def _to_ipc(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
@@ -53,32 +54,48 @@ def _to_ipc(table: pa.Table) -> bytes:
         w.write_table(table)
     return sink.getvalue().to_pybytes()
 
+def build_on_worker(model_source: ModelSource, weights: list[Any] | None,
+                    expected: str | None) -> tuple[torch.nn.Module, torch.device]:
+    """Build the model in a Ray actor: weights from the object store, checked against the driver's fingerprint.
+
+    Args:
+        model_source: how to build the model.
+        weights: ``[ObjectRef]`` of a state-dict file's bytes, or None.
+        expected: the driver's model fingerprint, or None.
+
+    Raises:
+        ValueError: the worker's model differs from the driver's (a factory with random
+            weights, another version of the code).
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model_source.build()
+    if weights:
+        import ray
+
+        state = torch.load(io.BytesIO(ray.get(weights[0])), map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        model.load_state_dict(state)
+    if expected is not None and fingerprint(model) != expected:
+        raise ValueError("model: the factory built different weights on a worker than on the driver "
+                         "(random initialisation?); load fixed weights in the factory or pass weights=")
+    return model.to(device).eval(), device
+
+
 class ShardWorker:
     """A Ray actor: builds the model once, then explains whole shards.
 
     Args:
-        model_source: how to build the model (its weights, if any, come as ``weights``).
+        model_source: how to build the model.
         source: the data (picklable; files are read by the worker).
         settings: the run's settings.
         batch_size: samples per compute batch.
-        weights: ``[ObjectRef]`` of a state dict's bytes shipped through the object store, or None.
-        expected: the driver's model fingerprint; a worker whose model differs (a factory with random
-            weights, another version of the code) refuses to run.
+        weights, expected: see :func:`build_on_worker`.
     """
 
     def __init__(self, model_source: ModelSource, source: Source, settings: RunSettings, batch_size: int,
                  weights: list[Any] | None = None, expected: str | None = None) -> None:
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = model_source.build()
-        if weights:
-            import ray
-
-            state = torch.load(io.BytesIO(ray.get(weights[0])), map_location="cpu", weights_only=True)
-            model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-        if expected is not None and fingerprint(model) != expected:
-            raise ValueError("model: the factory built different weights on a worker than on the driver "
-                             "(random initialisation?); load fixed weights in the factory or pass weights=")
-        self.model = model.to(self.device).eval()
+        self.model, self.device = build_on_worker(model_source, weights, expected)
         self.source, self.settings, self.batch_size = source, settings, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -91,6 +108,7 @@ class ShardWorker:
             blobs.append(_to_ipc(table))
         return {"k": np.asarray(ks, dtype=np.int64), "ipc": np.asarray(blobs, dtype=object)}
 
+
 def import_ray():
     """``ray`` and ``ray.data``, or an ``ImportError`` saying how to install them."""
     try:
@@ -101,14 +119,15 @@ def import_ray():
                           f"(or pip install 'ray[data]'); {exc}") from exc
     return ray
 
+
 @dataclass(frozen=True)
 class RayOptions:
     """Where and how the actors run.
 
     Attributes:
-        workers: number of actors (``concurrency``); None: one per CPU (per GPU when the cluster has GPUs).
+        workers: number of actors; None: one per CPU (per GPU when the cluster has GPUs).
         address: an existing cluster (``"auto"``, ``"ray://host:10001"``) or None to start a local one.
-        runtime_env: Ray ``runtime_env`` for the actors; the factory's ``.py`` file is added to ``py_modules``.
+        runtime_env: Ray ``runtime_env`` for the job; the factory's ``.py`` file is added to ``py_modules``.
         num_cpus: CPUs for a local cluster started here (None: all).
         progress: Ray Data's own progress bars.
     """
@@ -118,6 +137,7 @@ class RayOptions:
     runtime_env: dict[str, Any] | None = None
     num_cpus: int | None = None
     progress: bool = False
+
 
 def _runtime_env(model_source: ModelSource, given: dict[str, Any] | None) -> dict[str, Any]:
     env = dict(given or {})
@@ -129,57 +149,61 @@ def _runtime_env(model_source: ModelSource, given: dict[str, Any] | None) -> dic
     return env
 
 
-def run_ray(model_source: ModelSource, source: Source, tasks: list[ShardTask], settings: RunSettings,
-            batch_size: int, opts: RayOptions, expected: str | None = None) -> Iterator[tuple[ShardTask, pa.Table]]:
-    """Yield ``(task, rows)`` for each pending shard as the actors finish them (any order).
+@dataclass(frozen=True)
+class RaySession:
+    """What the actors need: the ``ray`` module, the pool size, GPUs, the weights' reference and the model source."""
+
+    ray: Any
+    workers: int
+    gpus: int
+    weights: list[Any] | None
+    model_source: ModelSource
+
+
+@contextlib.contextmanager
+def ray_session(model_source: ModelSource, opts: RayOptions) -> Iterator[RaySession]:
+    """Connect to (or start) Ray and ship the weights once; put everything back on exit.
 
     Without a running Ray, one starts (``opts.address`` or a local one) with the
     factory's ``.py`` file in ``runtime_env["py_modules"]`` and stops at the end.
     With Ray already initialised, the caller's ``ray.init(runtime_env=...)`` must
-    have shipped the factory's module (Ray ships local files only per job).
+    have shipped the factory's module (Ray ships local files per job only).
     """
     ray = import_ray()
-    if not tasks:
-        return
     started = not ray.is_initialized()
-    if started:  # local files (the factory's module) can be shipped only when the job starts
+    if started:
         ray.init(address=opts.address, num_cpus=opts.num_cpus if opts.address is None else None,
                  runtime_env=_runtime_env(model_source, opts.runtime_env) or None,
                  include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.enable_progress_bars, ctx.print_on_execution_start
     try:
-        yield from _stream(ray, model_source, source, tasks, settings, batch_size, opts, expected,
-                           None if started else opts.runtime_env)
+        ctx.enable_progress_bars, ctx.print_on_execution_start = opts.progress, False
+        res = ray.cluster_resources()
+        gpus = int(res.get("GPU", 0))
+        weights = None
+        if model_source.weights is not None:  # read here once; the workers get it through the object store
+            with open(model_source.weights, "rb") as f:
+                weights = [ray.put(f.read())]
+            model_source = ModelSource(spec=model_source.spec, factory=model_source.factory)
+        yield RaySession(ray, opts.workers or max(1, gpus or int(res.get("CPU", 1))), gpus, weights, model_source)
     finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start = saved
         if started:
             ray.shutdown()
 
 
-def _stream(ray: Any, model_source: ModelSource, source: Source, tasks: list[ShardTask], settings: RunSettings,
-            batch_size: int, opts: RayOptions, expected: str | None,
-            task_env: dict[str, Any] | None) -> Iterator[tuple[ShardTask, pa.Table]]:
-    res = ray.cluster_resources()
-    gpus = int(res.get("GPU", 0))
-    workers = opts.workers or max(1, gpus or int(res.get("CPU", 1)))
-    weights = None
-    if model_source.weights is not None:  # read here once; the workers get it through the object store
-        with open(model_source.weights, "rb") as f:
-            weights = [ray.put(f.read())]
-        model_source = ModelSource(spec=model_source.spec, factory=model_source.factory)
-    by_k = {t.k: t for t in tasks}
-    items = [{"k": t.k, "start": t.start, "stop": t.stop} for t in tasks]
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
-        num_cpus=1, num_gpus=1 if gpus else 0,
-        fn_constructor_kwargs={"model_source": model_source, "source": source, "settings": settings,
-                               "batch_size": batch_size, "weights": weights,
-                               "expected": expected},
-        runtime_env=task_env or None)
-    ctx = ray.data.DataContext.get_current()
-    saved = ctx.enable_progress_bars, ctx.print_on_execution_start
-    ctx.enable_progress_bars, ctx.print_on_execution_start = opts.progress, False
-    try:
+def run_ray(model_source: ModelSource, source: Source, tasks: list[ShardTask], settings: RunSettings,
+            batch_size: int, opts: RayOptions, expected: str | None = None) -> Iterator[tuple[int, pa.Table]]:
+    """Yield ``(k, rows)`` for each pending shard as the actors finish them (any order)."""
+    if not tasks:
+        return
+    with ray_session(model_source, opts) as rs:
+        items = [{"k": t.k, "start": t.start, "stop": t.stop} for t in tasks]
+        ds = rs.ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            ShardWorker, batch_size=1, compute=rs.ray.data.ActorPoolStrategy(size=min(rs.workers, len(items))),
+            num_cpus=1, num_gpus=1 if rs.gpus else 0,
+            fn_constructor_kwargs={"model_source": rs.model_source, "source": source, "settings": settings,
+                                   "batch_size": batch_size, "weights": rs.weights, "expected": expected})
         for row in ds.iter_rows():
-            table = pa.ipc.open_stream(pa.py_buffer(row["ipc"])).read_all()
-            yield by_k[int(row["k"])], table
-    finally:
-        ctx.enable_progress_bars, ctx.print_on_execution_start = saved
+            yield int(row["k"]), pa.ipc.open_stream(pa.py_buffer(row["ipc"])).read_all()

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import torch
 
 from .._utils import positive_int, progress_bar
@@ -23,8 +25,9 @@ from ..roles import first_conv_module as first_conv
 from ..images import size_hw
 from ._compute import explain_batch, thumb_hw
 from ._engines import RayOptions, ShardTask, import_ray, run_local, run_ray
+from ._raydata import is_ray_dataset, stream_local, stream_ray, to_batch_of_rows
 from ._settings import Engine, ModelSource, RunSettings, check_target, fingerprint, parse_methods
-from ._source import Source, make_source
+from ._source import Batch, Source, make_source
 from ._store import FORMAT, Store
 
 __all__ = ["explain_dataset", "DatasetRun"]
@@ -60,17 +63,57 @@ def _settings(methods: Any, method_options: dict[str, Any], target: Any, map_siz
                        positive_int(shard_size, "shard_size"), positive_int(thumbnail, "thumbnail", minimum=0))
 
 
-def _header(settings: RunSettings, source: Source, model: torch.nn.Module, msrc: ModelSource,
-            probe: torch.Tensor) -> dict[str, Any]:
-    hw = tuple(probe.shape[-2:])
+@dataclass(frozen=True)
+class _Input:
+    """The data, checked: a :class:`Source` (by position) or a Ray Dataset (a stream), and its first sample."""
+
+    n: int
+    probe: Batch
+    source: Source | None = None
+    stream: Any = None
+    ids_sha256: str | None = None
+    classes: list[str] | None = None
+    transform: str | None = None
+
+
+def _input(data: Any, net: torch.nn.Module, transform: Any, image_size: Any) -> _Input:
+    if is_ray_dataset(data):
+        n = data.count()
+        if n == 0:
+            raise ValueError("data is an empty Ray Dataset")
+        return _Input(n, to_batch_of_rows(data.take_batch(1, batch_format="numpy"), 0), stream=data)
+    conv = first_conv(net)
+    mode = "L" if conv is not None and conv.in_channels == 1 else "RGB"
+    source = make_source(data, transform=transform, mode=mode, size=size_hw(image_size, "image_size"))
     ids = hashlib.sha256("\n".join(source.ids).encode()).hexdigest()
-    data = {"samples": len(source), "ids_sha256": ids, "classes": source.classes, "input_chw": list(probe.shape),
-            "shard_size": settings.shard_size, "map_hw": list(settings.map_size or hw),
-            "transform": None if getattr(source, "transform", None) is None else repr(source.transform)}
+    t = getattr(source, "transform", None)
+    return _Input(len(source), source.load(0, 1), source, None, ids, source.classes, None if t is None else repr(t))
+
+
+def _header(settings: RunSettings, data: _Input, model: torch.nn.Module, msrc: ModelSource) -> dict[str, Any]:
+    x = data.probe.x[0]
+    hw = tuple(x.shape[-2:])
+    info = {"samples": data.n, "ids_sha256": data.ids_sha256, "classes": data.classes, "input_chw": list(x.shape),
+            "shard_size": settings.shard_size, "map_hw": list(settings.map_size or hw), "transform": data.transform}
     if settings.thumbnail:
-        data["thumbnail_hwc"] = [*thumb_hw(hw, settings.thumbnail), int(probe.shape[0])]
+        info["thumbnail_hwc"] = [*thumb_hw(hw, settings.thumbnail), int(x.shape[0])]
     return {"format": FORMAT, "settings": settings.to_json(),
-            "model": {"source": msrc.describe(), "fingerprint": fingerprint(model)}, "data": data}
+            "model": {"source": msrc.describe(), "fingerprint": fingerprint(model)}, "data": info}
+
+
+def _results(engine: Engine, data: _Input, net: torch.nn.Module, msrc: ModelSource, settings: RunSettings,
+             batch_size: int, opts: RayOptions, expected: str, done: set[int]) -> Iterator[tuple[int, pa.Table]]:
+    """``(k, rows)`` of every shard not in ``done``, from the engine that fits the engine and the input."""
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    if data.stream is not None:
+        if engine is Engine.LOCAL:
+            return stream_local(net, data.stream, data.n, settings, batch_size, device, done)
+        return stream_ray(msrc, data.stream, data.n, settings, batch_size, opts, expected, done)
+    size = settings.shard_size
+    tasks = [ShardTask(k, s, min(s + size, data.n)) for k, s in enumerate(range(0, data.n, size)) if k not in done]
+    if engine is Engine.LOCAL:
+        return run_local(net, data.source, tasks, settings, batch_size, device)
+    return run_ray(msrc, data.source, tasks, settings, batch_size, opts, expected)
 
 
 def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "saliency"), out: str | os.PathLike,
@@ -133,25 +176,18 @@ def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "salie
             raise TypeError("engine='ray' builds the model on each worker: give model as 'module:factory', "
                             "'file.py:factory' or a zero-argument callable, not an nn.Module")
     net = msrc.build()
+    inp = _input(data, net, transform, image_size)
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
-    conv = first_conv(net)
-    mode = "L" if conv is not None and conv.in_channels == 1 else "RGB"
-    source = make_source(data, transform=transform, mode=mode, size=size_hw(image_size, "image_size"))
-    probe = source.load(0, 1)
-    explain_batch(net, probe, settings, device)  # a bad method option or model fails here, before any shard
-    header = _header(settings, source, net, msrc, probe.x[0])
+    explain_batch(net, inp.probe, settings, device)  # a bad method option or model fails here, before any shard
+    header = _header(settings, inp, net, msrc)
     store = Store(out, header, resume)
-    n, size = len(source), settings.shard_size
-    tasks = [ShardTask(k, s, min(s + size, n)) for k, s in enumerate(range(0, n, size)) if k not in store.done]
-    if eng is Engine.LOCAL:
-        results = run_local(net, source, tasks, settings, batch_size, device)
-    else:
-        results = run_ray(msrc, source, tasks, settings, batch_size, RayOptions(workers, address, runtime_env, num_cpus),
-                          header["model"]["fingerprint"])
-    for task, table in progress_bar(results, enabled=progress, total=len(tasks), desc="shards", unit="shard"):
-        if table.num_rows != task.stop - task.start:
-            raise RuntimeError(f"shard {task.k} came back with {table.num_rows} rows, expected {task.stop - task.start}")
-        store.write(task.k, task.start, table)
+    size, n_shards = settings.shard_size, -(-inp.n // settings.shard_size)
+    pending = n_shards - len(store.done)
+    results = _results(eng, inp, net, msrc, settings, batch_size, RayOptions(workers, address, runtime_env, num_cpus),
+                       header["model"]["fingerprint"], set(store.done))
+    for k, table in progress_bar(results, enabled=progress, total=pending, desc="shards", unit="shard"):
+        if table.num_rows != min(size, inp.n - k * size):
+            raise RuntimeError(f"shard {k} came back with {table.num_rows} rows, expected {min(size, inp.n - k * size)}")
+        store.write(k, k * size, table)
     seconds = time.perf_counter() - t0
-    rows = store.finish(seconds, -(-n // size))
-    return DatasetRun(Path(out), rows, seconds, -(-n // size), len(tasks), eng)
+    return DatasetRun(Path(out), store.finish(seconds, n_shards), seconds, n_shards, pending, eng)
