@@ -18,6 +18,7 @@ from cnn_explain.report import SECTIONS, write_report
 from cnn_explain.summary import summarize
 
 EVIL = '<script>alert("x")</script>'
+TITLE = '<i>my</i> "report" & more'
 TINY = dict(maximize_steps=3, maximize_channels=2, max_channels=4, occlusion_window=4, occlusion_stride=4,
             embed_methods=("pca", "tsne", "umap"),
             embed_options={"tsne": {"perplexity": 5.0}, "umap": {"n_neighbors": 5}})
@@ -44,9 +45,13 @@ class _Collect(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +68,7 @@ def full_report(tmp_path_factory):
     ex = explain(model, class_names=names)
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     res = write_report(ex, [x, str(img)], data=_data(), out=folder / "report", progress=False,
-                       style=_style(), **TINY)
+                       style=_style(), title=TITLE, **TINY)
     assert hook_count(model) == 0 and all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     return res, model
 
@@ -108,10 +113,22 @@ def test_page_references_every_figure_and_needs_no_script(full_report):
 def test_user_strings_are_escaped(full_report):
     res, _ = full_report
     text = res.path.read_text(encoding="utf-8")
-    assert "<script" not in text.lower()
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text  # the class name, shown escaped
-    assert "in&lt;b&gt;put&quot;.png" in text and "in<b>put" not in text  # the file name
+    assert "<script" not in text.lower() and "<i>" not in text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in text  # the class name, shown escaped
+    assert "in&lt;b&gt;put&#34;.png" in text and "in<b>put" not in text  # the file name
+    assert "&lt;i&gt;my&lt;/i&gt; &#34;report&#34; &amp; more" in text  # the title
     assert res.manifest["images"][-1] == 'in<b>put".png'
+    parser = _Collect()
+    parser.feed(text)
+    shown = "".join(parser.text)
+    # a reader sees each string verbatim, as text: in the title, the tables and the captions
+    assert shown.count(TITLE) == 2 and EVIL in shown and 'in<b>put".png' in shown
+    assert {t for t, _ in parser.tags} <= {"html", "head", "meta", "title", "style", "body", "header", "h1", "p",
+                                           "nav", "h2", "ol", "li", "a", "section", "sub", "b", "code", "em",
+                                           "table", "thead", "tr", "th", "tbody", "td", "figure", "picture",
+                                           "source", "img", "figcaption"}
+    alts = [a["alt"] for t, a in parser.tags if t == "img"]
+    assert any('in<b>put".png' in alt for alt in alts)  # attribute values too
 
 
 @pytest.mark.slow

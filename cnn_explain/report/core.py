@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from markupsafe import Markup
 
 from ..images import open_image
 from .html import figure_html, page, skipped_html
@@ -101,8 +102,8 @@ class ReportContext:
     def model(self):
         return self.explainer.model
 
-    def figure(self, fig: Any, caption: str, *, dpi: int = 100) -> str:
-        """Save ``fig`` as PNG (plus SVG when that file is smaller), record it, return its HTML.
+    def figure(self, fig: Any, caption: str, *, dpi: int = 100) -> Markup:
+        """Save ``fig`` as PNG (plus SVG when that file is smaller), record it, return its HTML (rendered ``figure.html``).
 
         Figures that draw raster images are kept as PNG only (their SVG would embed
         the same pixels as base64 and is always larger).

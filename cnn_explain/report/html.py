@@ -1,4 +1,10 @@
-"""The page itself: plain HTML with inline CSS, every user-supplied string escaped.
+"""The page itself, rendered from Jinja2 templates with autoescaping.
+
+The templates (``templates/*.html`` beside this module) hold every piece of
+markup: the page, a figure, a table, the line of a skipped section and one
+template per section. Every value passed to them is escaped unless it is
+already :class:`markupsafe.Markup` (the output of another template), so a
+class, layer or file name can never inject markup.
 
 Nothing here needs JavaScript: the page is a table of contents, one ``<section>``
 per capability, figures as ``<img>`` (an SVG ``<source>`` first when the SVG is
@@ -7,70 +13,49 @@ the lighter file) and small tables.
 
 from __future__ import annotations
 
-import html
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["esc", "table", "figure_html", "page", "skipped_html"]
+import jinja2
+from markupsafe import Markup
 
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
-h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-nav ol{columns:2}nav a{text-decoration:none}
-table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
-th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
-code,.formula{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
-figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{color:#555;font-size:.9em}
-p.skipped{background:#fff6e0;border-left:4px solid #e0a800;padding:.4em .8em}
-p.meta{color:#666}
-.lede{color:#444}
-"""
+__all__ = ["render", "table", "figure_html", "page", "skipped_html"]
 
 
-def esc(value: Any) -> str:
-    """``html.escape(str(value), quote=True)``: safe inside text and attribute values."""
-    return html.escape(str(value), quote=True)
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """The templates' environment (built once): autoescaping, undefined names are errors."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("cnn_explain.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html"], default_for_string=True, default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, numeric: Sequence[int] = ()) -> str:
-    """An HTML table; every cell is escaped (pass plain values, not markup)."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = "".join(
-            f'<td class="num">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>" for i, c in enumerate(row)
-        )
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def render(template: str, **values: Any) -> Markup:
+    """Render ``templates/<template>`` with ``values`` (escaped unless they are ``Markup``)."""
+    return Markup(environment().get_template(template).render(**values))
 
 
-def figure_html(png: str, svg: str | None, caption: str, width: int, height: int) -> str:
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, numeric: Sequence[int] = ()) -> Markup:
+    """An HTML table; every cell is escaped (pass plain values, not markup). ``numeric``: right-aligned columns."""
+    return render("table.html", header=list(header), rows=[list(r) for r in rows], numeric=set(numeric))
+
+
+def figure_html(png: str, svg: str | None, caption: str, width: int, height: int) -> Markup:
     """A ``<figure>``: the PNG as ``<img>``, preceded by an SVG ``<source>`` when one was kept."""
-    source = f'<source type="image/svg+xml" srcset="{esc(svg)}">' if svg else ""
-    img = f'<img src="{esc(png)}" alt="{esc(caption)}" width="{int(width)}" height="{int(height)}">'
-    return f"<figure><picture>{source}{img}</picture><figcaption>{esc(caption)}</figcaption></figure>"
+    return render("figure.html", png=png, svg=svg, caption=caption, width=int(width), height=int(height))
 
 
-def skipped_html(reason: str) -> str:
+def skipped_html(reason: str) -> Markup:
     """The line that says why a section was left out."""
-    return f'<p class="skipped">Left out: {esc(reason)}</p>'
+    return render("skipped.html", reason=reason)
 
 
 def page(title: str, meta: str, sections: Sequence[tuple[str, str, str]]) -> str:
-    """The whole document. ``sections`` holds ``(anchor, title, body html)``; bodies are already escaped."""
-    toc = "".join(f'<li><a href="#{esc(a)}">{esc(t)}</a></li>' for a, t, _ in sections)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
-        f"<header><h1>{esc(title)}</h1><p class=\"meta\">{esc(meta)}</p></header>",
-        f"<nav><h2>Contents</h2><ol>{toc}</ol></nav>",
-    ]
-    for anchor, sec_title, body in sections:
-        parts.append(f'<section id="{esc(anchor)}"><h2>{esc(sec_title)}</h2>{body}</section>')
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    """The whole document. ``sections`` holds ``(anchor, title, body)``; bodies are rendered templates (Markup)."""
+    items = [{"anchor": a, "title": t, "body": b} for a, t, b in sections]  # a plain-str body would be escaped
+    return render("page.html", title=title, meta=meta, sections=items) + "\n"

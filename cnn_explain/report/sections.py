@@ -1,9 +1,10 @@
 """Section builders, part 1: the registry and the model-level sections.
 
 A builder takes the :class:`~cnn_explain.report.core.ReportContext` and returns
-the section's HTML body (or ``(body, info)`` where ``info`` goes into the
-manifest); it raises :class:`~cnn_explain.report.core.Skip` with a reason when its
-inputs are missing. User-supplied strings go through ``esc``/``table``.
+the section's body, rendered from its template in ``templates/`` (or ``(body,
+info)`` where ``info`` goes into the manifest); it raises
+:class:`~cnn_explain.report.core.Skip` with a reason when its inputs are missing.
+Builders pass plain values to the templates, which escape them.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from markupsafe import Markup
 from torch import nn
 
 from . import sections_attr as att
 from .core import ReportContext, Skip
-from .html import esc, skipped_html, table
+from .html import render, skipped_html, table
 
 __all__ = ["SECTIONS", "select_sections", "summary_numbers"]
 
@@ -65,16 +67,13 @@ def build_summary(ctx: ReportContext):
     ctx.shared["summary_numbers"] = numbers
     rows = [(r.name, r.kind, _shape(r.output_shape), _count(getattr(r, "neurons", None)), f"{int(r.params):,}",
              r.formula, _shape(getattr(r, "rf", None))) for r in s.rows]
-    body = [f"<p>Input {esc(_shape(input_shape(ctx)))}; <b>{int(s.total_params):,}</b> parameters in total. "
-            "A convolution has (k<sub>h</sub>·k<sub>w</sub>·C<sub>in</sub> + 1)·C<sub>out</sub> parameters "
-            "(one bias per filter), a dense layer (n<sub>in</sub> + 1)·n<sub>out</sub>; pooling and "
-            "activations have none.</p>",
-            table(["layer", "kind", "output", "neurons", "parameters", "formula", "receptive field"], rows,
-                  numeric=(3, 4))]
     from ..plotting import architecture
 
-    body.append(ctx.figure(architecture(s), "Neurons and parameters per layer"))
-    return "".join(body), {"total_params": numbers["total_params"]}
+    body = render("summary.html", input_shape=_shape(input_shape(ctx)), total_params=f"{int(s.total_params):,}",
+                  table=table(["layer", "kind", "output", "neurons", "parameters", "formula", "receptive field"],
+                              rows, numeric=(3, 4)),
+                  figure=ctx.figure(architecture(s), "Neurons and parameters per layer"))
+    return body, {"total_params": numbers["total_params"]}
 
 
 def build_predictions(ctx: ReportContext):
@@ -89,12 +88,13 @@ def build_predictions(ctx: ReportContext):
         ax.imshow(to_image(ctx.images[i]), cmap="gray")
         ax.set_title(_plain(f"{ctx.names[i]}\n→ {pred.labels[i][0]} ({pred.probs[i, 0]:.0%})"), fontsize=9)
         ax.axis("off")
-    body = [ctx.figure(fig, "The images and their top-1 class")]
+    figure = ctx.figure(fig, "The images and their top-1 class")
     rows = [[ctx.names[i]] + [f"{lab} ({p:.1%})" for lab, p in zip(pred.labels[i], pred.probs[i].tolist())]
             for i in range(n)]
-    body.append(table(["image"] + [f"#{j + 1}" for j in range(pred.indices.shape[1])], rows))
+    body = render("predictions.html", figure=figure,
+                  table=table(["image"] + [f"#{j + 1}" for j in range(pred.indices.shape[1])], rows))
     ctx.shared["prediction"] = pred
-    return "".join(body), {"top1": [pred.labels[i][0] for i in range(n)]}
+    return body, {"top1": [pred.labels[i][0] for i in range(n)]}
 
 
 def _plain(text: str) -> str:
@@ -109,14 +109,14 @@ def build_feature_maps(ctx: ReportContext):
     if not layers:
         raise Skip("the model has no Conv2d layer and no feature_layers were given")
     maps = ctx.explainer.feature_maps(ctx.images[:1], layers=layers)
-    body = [f"<p>What each layer computes for <b>{esc(ctx.names[0])}</b>: one small image per channel "
-            f"(at most {ctx.settings.max_channels} channels per layer).</p>"]
+    figures = []
     for name, t in maps.items():
         if t.dim() != 4:
             continue
         fig = feature_map_grid(maps, layers=name, max_channels=ctx.settings.max_channels)
-        body.append(ctx.figure(fig, f"Feature maps of layer {name} {_shape(t.shape[1:])}"))
-    return "".join(body), {"layers": list(maps)}
+        figures.append(ctx.figure(fig, f"Feature maps of layer {name} {_shape(t.shape[1:])}"))
+    body = render("feature_maps.html", image=ctx.names[0], max_channels=ctx.settings.max_channels, figures=figures)
+    return body, {"layers": list(maps)}
 
 
 def build_filters(ctx: ReportContext):
@@ -126,8 +126,7 @@ def build_filters(ctx: ReportContext):
     if not convs and ctx.settings.filter_layer is None:
         raise Skip("the model has no Conv2d layer")
     res = ctx.explainer.filters(ctx.settings.filter_layer)
-    body = [f"<p>The {res.weight.shape[0]} learned filters of layer <code>{esc(res.layer)}</code> "
-            f"({esc(_shape(res.weight.shape))}).</p>", ctx.figure(filter_grid(res), f"Filters of {res.layer}")]
+    figure = ctx.figure(filter_grid(res), f"Filters of {res.layer}")
     layer = ctx.settings.maximize_layer or (convs[-1] if convs else ctx.settings.filter_layer)
     try:
         part, channels = _maximize(ctx, layer)
@@ -135,11 +134,12 @@ def build_filters(ctx: ReportContext):
         if not (exc.name or "").startswith("cnn_explain"):
             raise
         part, channels = skipped_html(f"activation maximization is not available in this installation ({exc})"), []
-    body.append(part)
-    return "".join(body), {"filter_layer": res.layer, "maximize_layer": str(layer), "channels": channels}
+    body = render("filters.html", count=res.weight.shape[0], layer=res.layer, shape=_shape(res.weight.shape),
+                  figure=figure, maximize=part)
+    return body, {"filter_layer": res.layer, "maximize_layer": str(layer), "channels": channels}
 
 
-def _maximize(ctx: ReportContext, layer: Any) -> tuple[str, list[int]]:
+def _maximize(ctx: ReportContext, layer: Any) -> tuple[Markup, list[int]]:
     from ..plotting import maximize_grid
 
     chans = ctx.settings.maximize_channels
@@ -149,9 +149,9 @@ def _maximize(ctx: ReportContext, layer: Any) -> tuple[str, list[int]]:
         channels = [c for c in channels if c < n_out]
     mx = ctx.explainer.maximize(layer, channels, steps=ctx.settings.maximize_steps, seed=ctx.settings.seed,
                                 input_shape=input_shape(ctx), progress=ctx.progress)
-    text = (f"<p>Activation maximization: images optimized for {ctx.settings.maximize_steps} steps so that "
-            f"channels {esc(channels)} of layer <code>{esc(layer)}</code> respond as strongly as possible.</p>")
-    return text + ctx.figure(maximize_grid(mx), f"Images that maximize channels of {layer}"), channels
+    figure = ctx.figure(maximize_grid(mx), f"Images that maximize channels of {layer}")
+    return render("maximize.html", steps=ctx.settings.maximize_steps, channels=channels, layer=layer,
+                  figure=figure), channels
 
 
 def _out_channels(model: nn.Module, layer: Any) -> int | None:
@@ -170,15 +170,13 @@ def build_arithmetic(ctx: ReportContext):
         raise Skip("the model has no Conv2d layer and no arithmetic_layer was given")
     h, w = s.arithmetic_position or _centre(ctx, layer)
     a = ctx.explainer.arithmetic(ctx.images[:1], layer, s.arithmetic_channel, h, w)
-    body = [f"<p>Output <code>{esc(layer)}</code>[channel {s.arithmetic_channel}, row {h}, column {w}] for "
-            f"<b>{esc(ctx.names[0])}</b>, worked by hand: products summed plus bias = "
-            f"<b>{float(a.computed):.6g}</b>; the layer produced <b>{float(a.actual):.6g}</b>.</p>",
-            ctx.figure(arithmetic_figure(a), f"The worked arithmetic of {layer}[{s.arithmetic_channel}, {h}, {w}]")]
+    worked = ctx.figure(arithmetic_figure(a), f"The worked arithmetic of {layer}[{s.arithmetic_channel}, {h}, {w}]")
     box = ctx.explainer.receptive_field(layer, h, w, input_shape=input_shape(ctx))
-    body.append(f"<p>Receptive field: input rows {box.top}…{box.bottom}, columns {box.left}…{box.right} "
-                f"({box.height}×{box.width} pixels, padding included).</p>")
-    body.append(ctx.figure(receptive_field_figure(ctx.images[0].cpu(), box), f"Receptive field of {layer}[{h}, {w}]"))
-    return "".join(body), {"layer": str(layer), "computed": float(a.computed), "actual": float(a.actual)}
+    seen = ctx.figure(receptive_field_figure(ctx.images[0].cpu(), box), f"Receptive field of {layer}[{h}, {w}]")
+    body = render("arithmetic.html", layer=layer, channel=s.arithmetic_channel, h=h, w=w, image=ctx.names[0],
+                  computed=f"{float(a.computed):.6g}", actual=f"{float(a.actual):.6g}", arithmetic_figure=worked,
+                  box=box, receptive_field_figure=seen)
+    return body, {"layer": str(layer), "computed": float(a.computed), "actual": float(a.actual)}
 
 
 def _centre(ctx: ReportContext, layer: Any) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .core import ReportContext, Skip
-from .html import esc, table
+from .html import render, table
 
 __all__ = ["build_attribution", "build_sanity", "build_embeddings", "build_style"]
 
@@ -27,14 +27,13 @@ def build_attribution(ctx: ReportContext):
         ex.grad_cam(x, layer=s.cam_layer),
     ]
     target = results[0].target.tolist()
-    body = [f"<p>Which pixels matter for the predicted class, four ways: occlusion "
-            f"({s.occlusion_window}×{s.occlusion_window} window, stride {s.occlusion_stride}, drop in "
-            "probability), the plain gradient, guided backpropagation and Grad-CAM.</p>"]
+    figures = []
     for i in range(n):
         fig = attribution_grid(results, indices=[i], titles=TITLES)
         label = ex.label(target[i])
-        body.append(ctx.figure(fig, f"{ctx.names[i]}: explaining class {label}"))
-    return "".join(body), {"targets": target, "methods": [r.method for r in results]}
+        figures.append(ctx.figure(fig, f"{ctx.names[i]}: explaining class {label}"))
+    body = render("attribution.html", window=s.occlusion_window, stride=s.occlusion_stride, figures=figures)
+    return body, {"targets": target, "methods": [r.method for r in results]}
 
 
 def build_sanity(ctx: ReportContext):
@@ -43,14 +42,11 @@ def build_sanity(ctx: ReportContext):
 
     method = ctx.settings.sanity_method
     res = ctx.explainer.sanity_check(ctx.images[:1], method=method, progress=ctx.progress)
-    body = [f"<p>The weights are re-initialized layer by layer, from the output down; a method that explains "
-            f"the <em>model</em> should change its map as the model is destroyed. Method: "
-            f"<code>{esc(method)}</code>, image <b>{esc(ctx.names[0])}</b>.</p>",
-            ctx.figure(sanity_figure(res), f"Sanity check of {method}")]
+    figure = ctx.figure(sanity_figure(res), f"Sanity check of {method}")
     rows = _sanity_rows(res)
-    if rows:
-        body.append(table(["randomized up to", "Spearman ρ", "SSIM"], rows, numeric=(1, 2)))
-    return "".join(body), {"method": method, "steps": [r[0] for r in rows]}
+    steps = table(["randomized up to", "Spearman ρ", "SSIM"], rows, numeric=(1, 2)) if rows else None
+    body = render("sanity.html", method=method, image=ctx.names[0], figure=figure, table=steps)
+    return body, {"method": method, "steps": [r[0] for r in rows]}
 
 
 def _sanity_rows(res: Any) -> list[tuple[str, str, str]]:
@@ -80,12 +76,8 @@ def build_embeddings(ctx: ReportContext):
         trust, knn = float(emb.trustworthiness), getattr(emb, "knn_accuracy", None)
         rows.append((NAMES[method], f"{trust:.3f}", "—" if knn is None else f"{float(knn):.3f}", len(emb.coords)))
         info[method] = {"trustworthiness": trust, "knn_accuracy": None if knn is None else float(knn)}
-    intro = (f"<p>Each point is one image of the data set ({len(emb.coords)} images), placed by its features at "
-             f"{esc(_where(emb))}, coloured by its true class. Trustworthiness (1 = every "
-             "neighbour in the map is a neighbour in feature space) and the accuracy of a k-nearest-neighbour "
-             "classifier in the map measure how faithful each map is.</p>")
     quality = table(["method", "trustworthiness", "kNN accuracy", "points"], rows, numeric=(1, 2, 3))
-    return intro + quality + "".join(body), info
+    return render("embeddings.html", points=len(emb.coords), where=_where(emb), table=quality, figures=body), info
 
 
 NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
@@ -140,7 +132,5 @@ def build_style(ctx: ReportContext):
     options.setdefault("progress", ctx.progress)
     res = transfer(opts["content"], opts["style"], **options)
     last = res.history[-1] if res.history else {}
-    body = ("<p>An image optimized to keep the content image's feature maps while matching the style "
-            "image's Gram matrices (feature correlations), computed by a network of random filters.</p>"
-            + ctx.figure(style_figure(res), "Content, style and the result"))
+    body = render("style.html", figure=ctx.figure(style_figure(res), "Content, style and the result"))
     return body, {"steps": len(res.history), "final_total": float(last.get("total", float("nan")))}
