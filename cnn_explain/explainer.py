@@ -52,14 +52,18 @@ class Explainer:
     Args:
         model: any ``nn.Module`` taking ``(N, C, H, W)`` images.
         class_names: optional names for the output classes (``len == num_classes``).
-        transform: optional callable applied to each *raw* image (PIL image or
-            NumPy array) before it reaches the model, e.g. resize + normalize;
-            it must return a ``(C, H, W)`` tensor. Tensors given to the methods are
-            taken as already preprocessed.
+        transform: optional callable applied to each *raw* image (PIL image,
+            NumPy array, or the image read from a path) before it reaches the
+            model, e.g. resize + normalize; it must return a ``(C, H, W)`` tensor.
+            Tensors given to the methods are taken as already preprocessed.
         device: where to run (default: the model's device). The model is never
             moved; inputs are.
         output: selector for models returning tuples or dicts (see
-            :func:`cnn_explain.hooks.select_output`).
+            :func:`cnn_explain.hooks.select_output`); passed on to every
+            capability that takes ``output=``.
+
+    Every method has the signature and defaults of the function it calls (see
+    each method), plus the explainer's input conversion, device and ``output``.
     """
 
     def __init__(self, model: nn.Module, *, class_names: Sequence[str] | None = None,

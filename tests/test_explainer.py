@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from PIL import Image
 
 from cnn_explain import Explainer, explain
@@ -112,3 +113,68 @@ def test_package_names_are_the_functions():
 
     for f in (occlusion, saliency, grad_cam, sanity_check, arithmetic, feature_maps, filters, maximize):
         assert callable(f) and type(f).__name__ == "function", f
+
+
+def _facade_functions():
+    from cnn_explain.attribution import grad_cam, occlusion, saliency, sanity_check
+    from cnn_explain.embedding import embed, extract, project
+    from cnn_explain.features import arithmetic, feature_maps, filters, maximize
+    from cnn_explain.layers import receptive_field
+    from cnn_explain.report import write_report
+    from cnn_explain.summary import summarize
+
+    return {"summary": [summarize], "feature_maps": [feature_maps], "filters": [filters], "maximize": [maximize],
+            "arithmetic": [arithmetic], "receptive_field": [receptive_field], "occlusion": [occlusion],
+            "saliency": [saliency], "grad_cam": [grad_cam], "sanity_check": [sanity_check],
+            "embed": [embed, extract, project], "report": [write_report]}
+
+
+def test_facade_signatures_are_explicit_and_keep_the_functions_defaults():
+    import inspect
+
+    functions = _facade_functions()
+    for name, method in vars(Explainer).items():
+        if name.startswith("_") or not callable(method):
+            continue
+        sig = inspect.signature(method)
+        kinds = {p.kind for p in sig.parameters.values()}
+        assert inspect.Parameter.VAR_KEYWORD not in kinds and inspect.Parameter.VAR_POSITIONAL not in kinds, name
+        assert sig.return_annotation is not inspect.Signature.empty, f"{name} has no return type"
+        seen: set[str] = set()  # embed's own defaults come first; extract/project fill in its **options
+        for fn in functions.get(name, []):
+            for p in inspect.signature(fn).parameters.values():
+                if p.name in seen:
+                    continue
+                seen.add(p.name)
+                mine = sig.parameters.get(p.name)
+                if mine is not None and p.default is not p.empty and mine.default is not mine.empty:
+                    assert mine.default == p.default, f"Explainer.{name}({p.name}={mine.default!r}) but " \
+                                                      f"{fn.__name__} defaults to {p.default!r}"
+    assert inspect.signature(Explainer.saliency).parameters["method"].default == "gradient"
+
+
+def test_facade_passes_its_output_selector_on():
+    """A model returning a dict: every capability that selects the score tensor gets ``output`` from the façade."""
+    import inspect
+
+    from conftest import TinyNet, _seeded
+
+    class DictNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _seeded(TinyNet)
+
+        def forward(self, x):
+            return {"aux": x.mean(), "logits": self.net(x)}
+
+    for name, fns in _facade_functions().items():
+        if name != "report" and any("output" in inspect.signature(fn).parameters for fn in fns):
+            source = inspect.getsource(getattr(Explainer, name))
+            assert "output=self.output" in source, f"Explainer.{name} does not pass output on"
+    ex = explain(DictNet(), output="logits")
+    x = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = ex.model(x)["logits"]
+    assert ex.grad_cam(x).target.tolist() == logits.argmax(1).tolist()
+    assert ex.predict(x, k=1).indices[:, 0].tolist() == logits.argmax(1).tolist()
+    assert set(ex.feature_maps(x, layers="net.conv1")) == {"net.conv1"}
