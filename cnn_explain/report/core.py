@@ -323,10 +323,7 @@ def _manifest(ctx: ReportContext, status: list[dict[str, Any]]) -> dict[str, Any
     if numbers is None:
         from .sections import get_summary, summary_numbers
 
-        try:
-            numbers = summary_numbers(get_summary(ctx))
-        except ImportError as exc:
-            numbers = {"unavailable": str(exc)}
+        numbers = summary_numbers(get_summary(ctx))
     return {
         "schema_version": SCHEMA_VERSION,
         "version": __version__,

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import sections_attr as att
 from .core import ReportContext, Skip
-from .html import render, skipped_html, table
+from .html import render, table
 
 __all__ = ["SECTIONS", "select_sections", "summary_numbers"]
 
@@ -128,12 +128,7 @@ def build_filters(ctx: ReportContext):
     res = ctx.explainer.filters(ctx.settings.filter_layer)
     figure = ctx.figure(filter_grid(res), f"Filters of {res.layer}")
     layer = ctx.settings.maximize_layer or (convs[-1] if convs else ctx.settings.filter_layer)
-    try:
-        part, channels = _maximize(ctx, layer)
-    except ImportError as exc:
-        if not (exc.name or "").startswith("cnn_explain"):
-            raise
-        part, channels = skipped_html(f"activation maximization is not available in this installation ({exc})"), []
+    part, channels = _maximize(ctx, layer)
     body = render("filters.html", count=res.weight.shape[0], layer=res.layer, shape=_shape(res.weight.shape),
                   figure=figure, maximize=part)
     return body, {"filter_layer": res.layer, "maximize_layer": str(layer), "channels": channels}

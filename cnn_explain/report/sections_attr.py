@@ -112,10 +112,8 @@ def _indexable(data: Any) -> bool:
 
 
 def _pca_variance(ctx: ReportContext, emb: Any) -> str:
-    try:
-        from ..plotting import explained_variance_figure
-    except ImportError:  # pragma: no cover - part of the library
-        return ""
+    from ..plotting import explained_variance_figure
+
     return ctx.figure(explained_variance_figure(emb), "PCA: variance explained per component")
 
 
