@@ -25,7 +25,8 @@ from ._compute import explain_batch
 from ._settings import ModelSource, RunSettings, fingerprint
 from ._source import Source
 
-__all__ = ["ShardTask", "run_local", "run_ray", "explain_shard", "ray_session", "build_on_worker", "RayOptions"]
+__all__ = ["ShardTask", "run_local", "run_ray", "explain_shard", "ray_session", "build_on_worker", "RayOptions", "Job"]
+
 
 @dataclass(frozen=True)
 class ShardTask:
@@ -35,24 +36,43 @@ class ShardTask:
     start: int
     stop: int
 
-def explain_shard(model: torch.nn.Module, source: Source, task: ShardTask, settings: RunSettings,
-                  batch_size: int, device: torch.device) -> pa.Table:
-    """One shard's rows, computed ``batch_size`` samples at a time."""
-    tables = [explain_batch(model, source.load(s, min(s + batch_size, task.stop)), settings, device)
-              for s in range(task.start, task.stop, batch_size)]
+
+@dataclass(frozen=True)
+class Job:
+    """What every batch of a run needs besides the model and the data.
+
+    Attributes:
+        settings: the run's settings.
+        batch_size: samples per compute batch.
+        expected: the driver's model fingerprint (Ray workers check theirs against it), or None.
+    """
+
+    settings: RunSettings
+    batch_size: int
+    expected: str | None = None
+
+
+def explain_shard(model: torch.nn.Module, source: Source, task: ShardTask, job: Job, device: torch.device) -> pa.Table:
+    """One shard's rows, computed ``job.batch_size`` samples at a time."""
+    bs = job.batch_size
+    tables = [explain_batch(model, source.load(s, min(s + bs, task.stop)), job.settings, device)
+              for s in range(task.start, task.stop, bs)]
     return pa.concat_tables(tables)
 
-def run_local(model: torch.nn.Module, source: Source, tasks: list[ShardTask], settings: RunSettings,
-              batch_size: int, device: torch.device) -> Iterator[tuple[int, pa.Table]]:
+
+def run_local(model: torch.nn.Module, source: Source, tasks: list[ShardTask], job: Job,
+              device: torch.device) -> Iterator[tuple[int, pa.Table]]:
     """Yield ``(k, rows)`` for each pending shard, in order."""
     for task in tasks:
-        yield task.k, explain_shard(model, source, task, settings, batch_size, device)
+        yield task.k, explain_shard(model, source, task, job, device)
+
 
 def _to_ipc(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
     return sink.getvalue().to_pybytes()
+
 
 def build_on_worker(model_source: ModelSource, weights: list[Any] | None,
                     expected: str | None) -> tuple[torch.nn.Module, torch.device]:
@@ -88,22 +108,20 @@ class ShardWorker:
     Args:
         model_source: how to build the model.
         source: the data (picklable; files are read by the worker).
-        settings: the run's settings.
-        batch_size: samples per compute batch.
-        weights, expected: see :func:`build_on_worker`.
+        job: settings, batch size, the driver's fingerprint.
+        weights: see :func:`build_on_worker`.
     """
 
-    def __init__(self, model_source: ModelSource, source: Source, settings: RunSettings, batch_size: int,
-                 weights: list[Any] | None = None, expected: str | None = None) -> None:
-        self.model, self.device = build_on_worker(model_source, weights, expected)
-        self.source, self.settings, self.batch_size = source, settings, batch_size
+    def __init__(self, model_source: ModelSource, source: Source, job: Job, weights: list[Any] | None = None) -> None:
+        self.model, self.device = build_on_worker(model_source, weights, job.expected)
+        self.source, self.job = source, job
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``{"k", "start", "stop"}`` arrays of shard tasks -> ``{"k", "ipc"}`` (Arrow IPC bytes of the rows)."""
         ks, blobs = [], []
         for k, start, stop in zip(batch["k"], batch["start"], batch["stop"]):
             task = ShardTask(int(k), int(start), int(stop))
-            table = explain_shard(self.model, self.source, task, self.settings, self.batch_size, self.device)
+            table = explain_shard(self.model, self.source, task, self.job, self.device)
             ks.append(task.k)
             blobs.append(_to_ipc(table))
         return {"k": np.asarray(ks, dtype=np.int64), "ipc": np.asarray(blobs, dtype=object)}
@@ -193,8 +211,8 @@ def ray_session(model_source: ModelSource, opts: RayOptions) -> Iterator[RaySess
             ray.shutdown()
 
 
-def run_ray(model_source: ModelSource, source: Source, tasks: list[ShardTask], settings: RunSettings,
-            batch_size: int, opts: RayOptions, expected: str | None = None) -> Iterator[tuple[int, pa.Table]]:
+def run_ray(model_source: ModelSource, source: Source, tasks: list[ShardTask], job: Job,
+            opts: RayOptions) -> Iterator[tuple[int, pa.Table]]:
     """Yield ``(k, rows)`` for each pending shard as the actors finish them (any order)."""
     if not tasks:
         return
@@ -203,7 +221,7 @@ def run_ray(model_source: ModelSource, source: Source, tasks: list[ShardTask], s
         ds = rs.ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             ShardWorker, batch_size=1, compute=rs.ray.data.ActorPoolStrategy(size=min(rs.workers, len(items))),
             num_cpus=1, num_gpus=1 if rs.gpus else 0,
-            fn_constructor_kwargs={"model_source": rs.model_source, "source": source, "settings": settings,
-                                   "batch_size": batch_size, "weights": rs.weights, "expected": expected})
+            fn_constructor_kwargs={"model_source": rs.model_source, "source": source, "job": job,
+                                   "weights": rs.weights})
         for row in ds.iter_rows():
             yield int(row["k"]), pa.ipc.open_stream(pa.py_buffer(row["ipc"])).read_all()

@@ -24,8 +24,8 @@ import pyarrow as pa
 import torch
 
 from ._compute import explain_batch
-from ._engines import RayOptions, build_on_worker, ray_session
-from ._settings import ModelSource, RunSettings
+from ._engines import Job, RayOptions, build_on_worker, ray_session
+from ._settings import ModelSource
 from ._source import Batch, _mask
 
 __all__ = ["is_ray_dataset", "to_batch_of_rows", "stream_local", "stream_ray", "RowWorker"]
@@ -100,15 +100,15 @@ def _cut(items: Iterator[tuple[int, pa.Table | None]], n: int, size: int, done: 
                 yield k, pa.concat_tables([t for _, t in head])
 
 
-def stream_local(model: torch.nn.Module, ds: Any, n: int, settings: RunSettings, batch_size: int,
-                 device: torch.device, done: set[int]) -> Iterator[tuple[int, pa.Table]]:
+def stream_local(model: torch.nn.Module, ds: Any, n: int, job: Job, device: torch.device,
+                 done: set[int]) -> Iterator[tuple[int, pa.Table]]:
     """Explain the rows in order in this process; batches wholly inside finished shards are not computed."""
-    size = settings.shard_size
+    settings, size = job.settings, job.settings.shard_size
 
     def tables() -> Iterator[tuple[int, pa.Table | None]]:
         pos = 0
         with _ordered(ds):
-            for rows in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            for rows in ds.iter_batches(batch_size=job.batch_size, batch_format="numpy"):
                 m = len(next(iter(rows.values())))
                 if all(k in done for k in range(pos // size, (pos + m - 1) // size + 1)):
                     yield m, None
@@ -142,29 +142,28 @@ class RowWorker:
     """A Ray actor for Ray Dataset input: builds the model once, explains each batch of rows.
 
     Args:
-        model_source, weights, expected: see :func:`cnn_explain.batch._engines.build_on_worker`.
-        settings: the run's settings.
+        model_source, weights: see :func:`cnn_explain.batch._engines.build_on_worker`.
+        job: settings, batch size, the driver's fingerprint.
     """
 
-    def __init__(self, model_source: ModelSource, settings: RunSettings, weights: list[Any] | None = None,
-                 expected: str | None = None) -> None:
-        self.model, self.device = build_on_worker(model_source, weights, expected)
-        self.settings = settings
+    def __init__(self, model_source: ModelSource, job: Job, weights: list[Any] | None = None) -> None:
+        self.model, self.device = build_on_worker(model_source, weights, job.expected)
+        self.settings = job.settings
 
     def __call__(self, rows: dict[str, np.ndarray]) -> pa.Table:
         """Rows in, explained rows out (positions are set by the driver)."""
         return explain_batch(self.model, to_batch_of_rows(rows, 0), self.settings, self.device)
 
 
-def stream_ray(model_source: ModelSource, ds: Any, n: int, settings: RunSettings, batch_size: int,
-               opts: RayOptions, expected: str | None, done: set[int]) -> Iterator[tuple[int, pa.Table]]:
+def stream_ray(model_source: ModelSource, ds: Any, n: int, job: Job, opts: RayOptions,
+               done: set[int]) -> Iterator[tuple[int, pa.Table]]:
     """Explain the rows with a pool of :class:`RowWorker` actors, in order; cut the stream into shards."""
     with ray_session(model_source, opts) as rs:
-        out = ds.map_batches(RowWorker, batch_size=batch_size, batch_format="numpy",
+        out = ds.map_batches(RowWorker, batch_size=job.batch_size, batch_format="numpy",
                              compute=rs.ray.data.ActorPoolStrategy(size=rs.workers), num_cpus=1,
                              num_gpus=1 if rs.gpus else 0,
-                             fn_constructor_kwargs={"model_source": rs.model_source, "settings": settings,
-                                                    "weights": rs.weights, "expected": expected})
+                             fn_constructor_kwargs={"model_source": rs.model_source, "job": job,
+                                                    "weights": rs.weights})
         with _ordered(ds, out):
             tables = ((t.num_rows, t) for t in out.iter_batches(batch_size=None, batch_format="pyarrow"))
-            yield from _cut(tables, n, settings.shard_size, done, _has_id(ds))
+            yield from _cut(tables, n, job.settings.shard_size, done, _has_id(ds))

@@ -24,7 +24,7 @@ from .._utils import positive_int, progress_bar
 from ..roles import first_conv_module as first_conv
 from ..images import size_hw
 from ._compute import explain_batch, thumb_hw
-from ._engines import RayOptions, ShardTask, import_ray, run_local, run_ray
+from ._engines import Job, RayOptions, ShardTask, import_ray, run_local, run_ray
 from ._raydata import is_ray_dataset, stream_local, stream_ray, to_batch_of_rows
 from ._settings import Engine, ModelSource, RunSettings, check_target, fingerprint, parse_methods
 from ._source import Batch, Source, make_source
@@ -54,7 +54,7 @@ class DatasetRun:
     engine: Engine
 
 
-def _settings(methods: Any, method_options: dict[str, Any], target: Any, map_size: Any, map_dtype: Any,
+def _settings(methods: Any, method_options: dict[str, Any], *, target: Any, map_size: Any, map_dtype: Any,
               deletion_steps: Any, shard_size: Any, thumbnail: Any) -> RunSettings:
     if map_dtype not in ("float16", "float32"):
         raise ValueError(f"map_dtype must be 'float16' or 'float32', got {map_dtype!r}")
@@ -101,19 +101,19 @@ def _header(settings: RunSettings, data: _Input, model: torch.nn.Module, msrc: M
             "model": {"source": msrc.describe(), "fingerprint": fingerprint(model)}, "data": info}
 
 
-def _results(engine: Engine, data: _Input, net: torch.nn.Module, msrc: ModelSource, settings: RunSettings,
-             batch_size: int, opts: RayOptions, expected: str, done: set[int]) -> Iterator[tuple[int, pa.Table]]:
+def _results(engine: Engine, data: _Input, net: torch.nn.Module, msrc: ModelSource, job: Job, *,
+             opts: RayOptions, done: set[int]) -> Iterator[tuple[int, pa.Table]]:
     """``(k, rows)`` of every shard not in ``done``, from the engine that fits the engine and the input."""
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
     if data.stream is not None:
         if engine is Engine.LOCAL:
-            return stream_local(net, data.stream, data.n, settings, batch_size, device, done)
-        return stream_ray(msrc, data.stream, data.n, settings, batch_size, opts, expected, done)
-    size = settings.shard_size
+            return stream_local(net, data.stream, data.n, job, device, done)
+        return stream_ray(msrc, data.stream, data.n, job, opts, done)
+    size = job.settings.shard_size
     tasks = [ShardTask(k, s, min(s + size, data.n)) for k, s in enumerate(range(0, data.n, size)) if k not in done]
     if engine is Engine.LOCAL:
-        return run_local(net, data.source, tasks, settings, batch_size, device)
-    return run_ray(msrc, data.source, tasks, settings, batch_size, opts, expected)
+        return run_local(net, data.source, tasks, job, device)
+    return run_ray(msrc, data.source, tasks, job, opts)
 
 
 def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "saliency"), out: str | os.PathLike,
@@ -163,7 +163,8 @@ def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "salie
         eng = Engine(engine)
     except ValueError:
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}") from None
-    settings = _settings(methods, method_options, target, map_size, map_dtype, deletion_steps, shard_size, thumbnail)
+    settings = _settings(methods, method_options, target=target, map_size=map_size, map_dtype=map_dtype,
+                         deletion_steps=deletion_steps, shard_size=shard_size, thumbnail=thumbnail)
     batch_size = positive_int(batch_size, "batch_size")
     if workers is not None:
         workers = positive_int(workers, "workers")
@@ -183,8 +184,9 @@ def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "salie
     store = Store(out, header, resume)
     size, n_shards = settings.shard_size, -(-inp.n // settings.shard_size)
     pending = n_shards - len(store.done)
-    results = _results(eng, inp, net, msrc, settings, batch_size, RayOptions(workers, address, runtime_env, num_cpus),
-                       header["model"]["fingerprint"], set(store.done))
+    job = Job(settings, batch_size, header["model"]["fingerprint"])
+    results = _results(eng, inp, net, msrc, job, opts=RayOptions(workers, address, runtime_env, num_cpus),
+                       done=set(store.done))
     for k, table in progress_bar(results, enabled=progress, total=pending, desc="shards", unit="shard"):
         if table.num_rows != min(size, inp.n - k * size):
             raise RuntimeError(f"shard {k} came back with {table.num_rows} rows, expected {min(size, inp.n - k * size)}")
