@@ -472,3 +472,17 @@ def test_ray_dataset_input_streams_into_the_same_shards(factory_file, digits64, 
     (pool.out / "manifest.json").write_text(json.dumps(man))
     again = _run(factory_file, ds, tmp_path / "ray", map_dtype="float16", batch_size=16, engine="ray", workers=2)
     assert again.computed == 2 and read_results(again.out)["id"].tolist() == ref["id"].tolist()
+
+
+def test_command_line_helpers(tmp_path):
+    from cnn_explain.batch import parse_method_options
+
+    assert parse_method_options(["grad-cam.layer=features.7", "occlusion.window=(4, 4)", "saliency.abs=False"]) == {
+        "grad_cam": {"layer": "features.7"}, "occlusion": {"window": (4, 4)}, "saliency": {"abs": False}}
+    with pytest.raises(ValueError, match="METHOD.KEY=VALUE"):
+        parse_method_options(["window=4"])
+    run = explain_dataset("digits", Subset(load_digits("test"), range(4)), out=tmp_path / "d", progress=False,
+                          methods=("grad_cam",))
+    man = json.loads((run.out / "manifest.json").read_text())
+    assert man["model"]["source"] == "cnn_explain.train:pretrained_digits_cnn"
+    assert (read_results(run.out)["pred"] == read_results(run.out)["label"]).mean() > 0.5  # the trained model

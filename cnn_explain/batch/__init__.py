@@ -10,9 +10,10 @@
 Ray is imported only for ``engine="ray"`` (``pip install cnn_explain[ray]``).
 """
 
-from ._settings import METHODS, Engine
+from ._settings import METHODS, Engine, parse_method_options
 from ._store import read_results
 from .runner import DatasetRun, explain_dataset
 from .summary import DatasetSummary, summarize_dataset
 
-__all__ = ["explain_dataset", "read_results", "summarize_dataset", "DatasetRun", "DatasetSummary", "Engine", "METHODS"]
+__all__ = ["explain_dataset", "read_results", "summarize_dataset", "DatasetRun", "DatasetSummary", "Engine", "METHODS",
+           "parse_method_options"]

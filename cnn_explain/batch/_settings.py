@@ -20,7 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Engine", "MethodSpec", "RunSettings", "ModelSource", "METHODS", "parse_methods"]
+__all__ = ["Engine", "MethodSpec", "RunSettings", "ModelSource", "METHODS", "parse_methods", "parse_method_options"]
+
+#: ``model="digits"``: the trained digits CNN (trained once, then cached), as the command line names it.
+DIGITS = "cnn_explain.train:pretrained_digits_cnn"
 
 
 class Engine(str, enum.Enum):
@@ -155,6 +158,34 @@ class RunSettings:
                 "shard_size": self.shard_size, "thumbnail": self.thumbnail, "extra": dict(self.extra)}
 
 
+def parse_method_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Command-line options ``["grad_cam.layer=features.7", "occlusion.window=8"]`` -> ``{method: {key: value}}``.
+
+    Values are Python literals when they parse as one (``8``, ``0.5``, ``(4, 4)``, ``True``), else strings.
+
+    Raises:
+        ValueError: an item not of the form ``method.key=value``.
+
+    Example:
+        >>> parse_method_options(["grad_cam.layer=features.7", "occlusion.window=8"])
+        {'grad_cam': {'layer': 'features.7'}, 'occlusion': {'window': 8}}
+    """
+    import ast
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        head, eq, text = str(item).partition("=")
+        method, dot, key = head.partition(".")
+        if not eq or not dot or not method or not key.isidentifier():
+            raise ValueError(f"method option {item!r}: expected METHOD.KEY=VALUE, e.g. grad_cam.layer=features.7")
+        try:
+            value: Any = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        out.setdefault(_ALIASES.get(method, method), {})[key] = value
+    return out
+
+
 def check_target(target: Any) -> str | int:
     """None / ``"pred"`` -> ``"pred"``; ``"label"``; an int >= 0."""
     if target is None or target == "pred":
@@ -185,13 +216,14 @@ class ModelSource:
 
     @staticmethod
     def of(model: Any, weights: Any = None) -> "ModelSource":
-        """Check ``model`` (spec string, callable or ``nn.Module``) and ``weights`` (path or None)."""
+        """Check ``model`` (spec string, ``"digits"``, callable or ``nn.Module``) and ``weights`` (path or None)."""
         if weights is not None and not Path(weights).is_file():
             raise ValueError(f"weights={str(weights)!r}: no such file (expected a state-dict file)")
         w = None if weights is None else str(Path(weights).resolve())
         if isinstance(model, nn.Module):
             return ModelSource(module=model, weights=w)
         if isinstance(model, str):
+            model = DIGITS if model == "digits" else model
             _split_spec(model)
             return ModelSource(spec=model, weights=w)
         if callable(model):

@@ -126,8 +126,8 @@ def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "salie
     """Explain every sample of ``data`` with each method; write one Parquet row per sample under ``out``.
 
     Args:
-        model: ``"pkg.module:factory"`` / ``"file.py:factory"``, a zero-argument callable returning an
-            ``nn.Module``, or (``engine="local"`` only) an ``nn.Module``.
+        model: ``"pkg.module:factory"`` / ``"file.py:factory"`` / ``"digits"`` (the trained digits CNN), a
+            zero-argument callable returning an ``nn.Module``, or (``engine="local"`` only) an ``nn.Module``.
         data: a folder with one subfolder per class, a list of image paths, or a torch ``Dataset``
             (items ``x``, ``(x, y)``, ``(x, y, mask_or_box)`` or dicts with ``image``/``label``/``mask``/``box``).
         methods: names (``grad_cam``, ``guided_grad_cam``, ``saliency``/``gradient``, ``guided``, ``deconv``,
