@@ -245,6 +245,8 @@ def test_bad_input_is_refused_before_any_work(factory_file, digits64, tmp_path):
         explain_dataset(f"{factory_file}:nope", digits64, out=out, progress=False)
     with pytest.raises(ValueError, match="options given for \\['occlusion'\\]"):
         _run(factory_file, digits64, out, occlusion={"window": 3})
+    with pytest.raises(ValueError, match="workers= is for engine='ray'"):
+        _run(factory_file, digits64, out, workers=2)
     with pytest.raises(ValueError, match="engine must be 'local' or 'ray'"):
         _run(factory_file, digits64, out, engine="spark")
     with pytest.raises(TypeError, match="not an nn.Module"):
@@ -293,6 +295,32 @@ def test_corrupt_or_unrecorded_shards_are_redone(factory_file, digits64, tmp_pat
     fixed = _run(factory_file, digits64, out)
     assert fixed.computed == 2 and fixed.rows == 64
     _same_rows(read_results(out), ref, tol=0)
+
+
+def _to_tensor(im):
+    return torch.from_numpy(np.asarray(im.resize((28, 28)), dtype=np.float32) / 255)[None]
+
+
+def test_resume_in_a_new_process_keeps_the_shards(factory_file, tmp_path):
+    """The manifest holds what reads back the same in any process: tuples as lists, functions by name."""
+    folder = _png_folder(tmp_path / "imgs")
+    kw = dict(methods={"occlusion": {"window": (7, 7), "stride": (7, 7)}}, transform=_to_tensor, shard_size=2)
+    _run(factory_file, folder, tmp_path / "r", **kw)
+    code = textwrap.dedent(f"""
+        import sys, json
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        from test_batch import _run, _to_tensor
+        from pathlib import Path
+        run = _run(Path({str(factory_file)!r}), {str(folder)!r}, {str(tmp_path / "r")!r},
+                   methods={{"occlusion": {{"window": (7, 7), "stride": (7, 7)}}}}, transform=_to_tensor, shard_size=2)
+        print(run.computed)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split()[-1] == "0"
+    man = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert man["data"]["transform"] == "test_batch:_to_tensor" or man["data"]["transform"].endswith(":_to_tensor")
 
 
 def test_resume_refuses_other_settings(factory_file, digits64, tmp_path):

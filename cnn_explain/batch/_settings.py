@@ -10,10 +10,11 @@ import enum
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,21 +142,29 @@ class RunSettings:
     deletion_steps: int = 0
     shard_size: int = 256
     thumbnail: int = 32
-    extra: tuple[tuple[str, str], ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (option values through ``repr`` when not plain JSON)."""
+        """A JSON-ready dict (option values that are not plain JSON through :func:`stable_repr`)."""
         def plain(v: Any) -> Any:
             try:
-                json.dumps(v)
-                return v
-            except TypeError:
-                return repr(v)
+                return json.loads(json.dumps(v))  # tuples become lists, as they read back
+            except (TypeError, ValueError):
+                return stable_repr(v)
 
         return {"methods": [{"name": m.name, "options": {k: plain(v) for k, v in m.options}} for m in self.methods],
                 "target": self.target, "map_size": self.map_size and list(self.map_size),
                 "map_dtype": self.map_dtype, "deletion_steps": self.deletion_steps,
-                "shard_size": self.shard_size, "thumbnail": self.thumbnail, "extra": dict(self.extra)}
+                "shard_size": self.shard_size, "thumbnail": self.thumbnail}
+
+
+def stable_repr(obj: Any) -> str:
+    """A description that is the same in every process: ``module:qualname`` for functions and classes,
+    else ``repr`` without memory addresses (``<... at 0x7f...>``)."""
+    import re
+
+    if isinstance(obj, type) or inspect.isroutine(obj):
+        return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', '?')}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(obj))
 
 
 def parse_method_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -78,12 +78,12 @@ class Store:
     def __init__(self, out: str | os.PathLike, header: dict[str, Any], resume: bool) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.header = header
+        self.header = json.loads(json.dumps(header))  # as it reads back from the manifest (tuples -> lists)
         self.done: dict[int, ShardInfo] = {}
         old = self._read_manifest()
         if old is not None and resume:
             keys = ("format", "settings", "model", "data")
-            diff = [k for k in keys if old.get(k) != header.get(k)]
+            diff = [k for k in keys if old.get(k) != self.header.get(k)]
             if diff:
                 raise ValueError(f"out={str(out)!r} holds a run with different {', '.join(diff)}; pass resume=False "
                                  "to start over there, or another out=")
@@ -92,7 +92,7 @@ class Store:
                 if self._valid(info):
                     self.done[info.start // header["data"]["shard_size"]] = info
         elif not resume:
-            for p in self.out.glob("shard-*.parquet"):
+            for p in [*self.out.glob("shard-*.parquet"), *self.out.glob(".shard-*.parquet.tmp")]:
                 p.unlink()
         self._write_manifest(complete=False)
 

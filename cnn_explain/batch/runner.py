@@ -26,7 +26,7 @@ from ..images import size_hw
 from ._compute import explain_batch, thumb_hw
 from ._engines import Job, RayOptions, ShardTask, import_ray, run_local, run_ray
 from ._raydata import is_ray_dataset, stream_local, stream_ray, to_batch_of_rows
-from ._settings import Engine, ModelSource, RunSettings, check_target, fingerprint, parse_methods
+from ._settings import Engine, ModelSource, RunSettings, check_target, fingerprint, parse_methods, stable_repr
 from ._source import Batch, Source, make_source
 from ._store import FORMAT, Store
 
@@ -87,7 +87,8 @@ def _input(data: Any, net: torch.nn.Module, transform: Any, image_size: Any) -> 
     source = make_source(data, transform=transform, mode=mode, size=size_hw(image_size, "image_size"))
     ids = hashlib.sha256("\n".join(source.ids).encode()).hexdigest()
     t = getattr(source, "transform", None)
-    return _Input(len(source), source.load(0, 1), source, None, ids, source.classes, None if t is None else repr(t))
+    return _Input(len(source), source.load(0, 1), source, None, ids, source.classes,
+                  None if t is None else stable_repr(t))
 
 
 def _header(settings: RunSettings, data: _Input, model: torch.nn.Module, msrc: ModelSource) -> dict[str, Any]:
@@ -122,7 +123,8 @@ def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "salie
                     weights: str | os.PathLike | None = None, map_size: Any = None, map_dtype: str = "float16",
                     deletion_steps: int = 0, shard_size: int = 256, thumbnail: int = 32,
                     address: str | None = None, runtime_env: dict[str, Any] | None = None,
-                    num_cpus: int | None = None, **method_options: Any) -> DatasetRun:
+                    num_cpus: int | None = None, device: str | torch.device | None = None,
+                    **method_options: Any) -> DatasetRun:
     """Explain every sample of ``data`` with each method; write one Parquet row per sample under ``out``.
 
     Args:
@@ -148,6 +150,8 @@ def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "salie
         shard_size: rows per shard, the unit of resuming.
         thumbnail: longest side of the stored input thumbnails (0: none).
         address, runtime_env, num_cpus: Ray cluster address, extra ``runtime_env``, CPUs of a local cluster.
+        device: where ``engine="local"`` runs a model it builds (default: CUDA when available, else the CPU;
+            Ray workers always take CUDA when they have it); an ``nn.Module`` stays where it is.
         **method_options: per-method options, e.g. ``grad_cam={"layer": "conv2"}``.
 
     Returns:
@@ -168,6 +172,8 @@ def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "salie
     batch_size = positive_int(batch_size, "batch_size")
     if workers is not None:
         workers = positive_int(workers, "workers")
+        if eng is Engine.LOCAL:
+            raise ValueError("workers= is for engine='ray'; engine='local' runs in this process")
     if not isinstance(resume, bool):
         raise TypeError(f"resume must be True or False, got {type(resume).__name__}")
     msrc = ModelSource.of(model, weights)
@@ -177,6 +183,10 @@ def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "salie
             raise TypeError("engine='ray' builds the model on each worker: give model as 'module:factory', "
                             "'file.py:factory' or a zero-argument callable, not an nn.Module")
     net = msrc.build()
+    if msrc.module is None:
+        net = net.to(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+    elif device is not None:
+        raise ValueError("device= places a model built from a factory; an nn.Module is used where it is")
     inp = _input(data, net, transform, image_size)
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
     explain_batch(net, inp.probe, settings, device)  # a bad method option or model fails here, before any shard
