@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ._utils import check_channels, model_device, positive_int
+from ._utils import check_device, model_device, model_input, positive_int
 from .hooks import LayerSpec, _check_model, preserved, select_output
-from .images import to_batch
 from .prediction import Prediction
 
 if TYPE_CHECKING:  # result types, for annotations only: importing them would load every capability
@@ -76,7 +75,7 @@ class Explainer:
         if transform is not None and not callable(transform):
             raise TypeError("transform must be callable (raw image -> (C, H, W) tensor)")
         self.transform = transform
-        self.device = torch.device(device) if device is not None else model_device(model)
+        self.device = check_device(device) if device is not None else model_device(model)
         self.output = output
 
     # ------------------------------------------------------------------ helpers
@@ -87,9 +86,7 @@ class Explainer:
         image, array, image path, or a list of those); the explainer's
         ``transform`` is applied to each raw (non-tensor) image.
         """
-        x = to_batch(x, argname=argname, transform=self.transform, device=self.device)
-        check_channels(self.model, x, argname=argname)
-        return x
+        return model_input(self.model, x, argname=argname, transform=self.transform, device=self.device)
 
     def label(self, index: int) -> str:
         """The class name of ``index`` (or the index as a string)."""

@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import check_channels, forward_logits, model_device, resolve_target
-from ..images import to_batch
+from .._utils import forward_logits, model_input, resolve_target
 from ..hooks import LayerSpec, capture, preserved, resolve_layer, resolve_layers
 from ..roles import last_conv
 from .gradients import saliency
@@ -116,9 +115,7 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
     """
     if not isinstance(guided, bool):
         raise TypeError(f"guided must be True or False, got {type(guided).__name__}")
-    x = to_batch(x)
-    check_channels(model, x)
-    x = x.to(model_device(model))
+    x = model_input(model, x)
     layers = _layers(model, x, layer)
     with preserved(model, eval=True, freeze=True):
         key, acts, grads, tgt = _cam_pass(model, x, target, layers, output)

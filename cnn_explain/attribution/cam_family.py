@@ -36,9 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import check_channels, forward_logits, model_device, positive_int, resolve_target
+from .._utils import forward_logits, model_input, positive_int, resolve_target
 from ..hooks import LayerSpec, capture, preserved, resolve_layer, resolve_layers
-from ..images import to_batch
 from ._score_cam import ablation_weights, score_weights
 from .cam import GradCam
 
@@ -227,9 +226,7 @@ def cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None
     """
     m = _method(method)
     settings = CamSettings.make(m, samples, noise, seed, batch_size)
-    x = to_batch(x, dtype=x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else None)
-    check_channels(model, x)
-    x = x.to(model_device(model))
+    x = model_input(model, x)
     layers = _layers(model, layer)
     with preserved(model, eval=True, freeze=True):
         key, acts, grads, tgt = layer_maps(model, x, target, layers, output)

@@ -27,8 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import check_channels, forward_logits, model_device, positive_int, progress_bar, resolve_target
-from ..images import to_batch
+from .._utils import forward_logits, model_input, positive_int, progress_bar, resolve_target
 from ..hooks import preserved
 from .result import Attribution
 
@@ -121,9 +120,7 @@ def deletion_insertion(model: nn.Module, x: Any, attribution: Any, *, target: An
     steps = positive_int(steps, "steps")
     if measure not in ("prob", "logit"):
         raise ValueError(f"measure must be 'prob' or 'logit', got {measure!r}")
-    x = to_batch(x)
-    check_channels(model, x)
-    x = x.to(model_device(model))
+    x = model_input(model, x)
     scores, result_target, method = _scores(attribution, x)
     base = _baseline(baseline, x)
     n, hw = scores.shape

@@ -43,8 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import check_channels, forward_logits, model_device, positive_int, progress_bar, resolve_target
-from ..images import to_batch
+from .._utils import forward_logits, model_input, positive_int, progress_bar, resolve_target
 from ..hooks import preserved
 from ._relu import RectifyReLU
 from .result import Attribution
@@ -174,9 +173,7 @@ def saliency(model: nn.Module, x: Any, *, target: Any = None, method: str = "gra
     """
     method = _check_method(method)
     smooth, noise = _check_args(abs, smooth, noise, seed)
-    x = to_batch(x)
-    check_channels(model, x)
-    x = x.to(model_device(model))
+    x = model_input(model, x)
     with preserved(model, eval=True, freeze=True):
         if smooth == 0:
             p = input_gradient(model, x, target, method, output)

@@ -35,9 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import check_channels, forward_logits, model_device, positive_int, progress_bar, resolve_target
+from .._utils import forward_logits, model_input, positive_int, progress_bar, resolve_target
 from ..hooks import capture, preserved
-from ..images import to_batch
 from .exact_ig import exact_integrated_gradients, path_gradients
 from .result import Attribution
 
@@ -220,10 +219,7 @@ def integrated_gradients(model: nn.Module, x: Any, *, target: Any = None, baseli
         raise TypeError(f"exact must be True or False, got {type(exact).__name__}")
     steps = positive_int(steps, "steps")
     m = _method(method)
-    dtype = x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else torch.float32
-    x = to_batch(x, dtype=dtype)
-    check_channels(model, x)
-    x = x.to(model_device(model))
+    x = model_input(model, x)
     b = _baseline(baseline, x)
     with preserved(model, eval=True, freeze=True):
         with torch.no_grad():

@@ -34,8 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import check_channels, forward_logits, model_device, positive_int, progress_bar, resolve_target
-from ..images import to_batch
+from .._utils import forward_logits, model_input, positive_int, progress_bar, resolve_target
 from ..hooks import LayerSpec, capture, preserved, resolve_layers
 from ._similarity import normalize, spearman, ssim
 from .cam import grad_cam
@@ -173,9 +172,7 @@ def sanity_check(model: nn.Module, x: Any, *, method: str = "guided", target: An
     """
     _check(method, order, seed)
     options = {"abs": abs, "smooth": smooth, "noise": noise, "cam_layer": cam_layer}
-    x = to_batch(x)
-    check_channels(model, x)
-    x = x.to(model_device(model))
+    x = model_input(model, x)
     work = copy.deepcopy(model)
     with preserved(work, eval=True), torch.no_grad():
         tgt = resolve_target(target, forward_logits(work, x, output))

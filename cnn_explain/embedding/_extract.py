@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._utils import model_device, positive_int, progress_bar
+from .._utils import check_device, model_device, model_input, positive_int, progress_bar
 from ..images import to_batch
 from ..hooks import LayerSpec, _check_model, capture, preserved, resolve_layer, select_output
 from ..roles import penultimate
@@ -286,7 +286,7 @@ def extract(
     else:
         name, _ = resolve_layer(model, layer)
         side_in = bool(layer_input)
-    dev = torch.device(device) if device is not None else model_device(model)
+    dev = check_device(device) if device is not None else model_device(model)
     src = _source(data, batch_size, max_samples, seed)
     feats = _Buffer(src.size if src.exact else None)
     preds, labels, idxs, has_labels = [], [], [], None
@@ -297,7 +297,8 @@ def extract(
             for x, y, i in src.batches:
                 if x.shape[0] == 0:
                     continue
-                f, out = _run_batch(model, rec, x.to(dev), name, side_in, output)
+                x = model_input(model, x, argname="data", device=dev)
+                f, out = _run_batch(model, rec, x, name, side_in, output)
                 feats.add(f.float().cpu().numpy())
                 preds.append(out.reshape(out.shape[0], -1).argmax(1).cpu())
                 idxs.append(i)

@@ -36,8 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import check_channels, model_device
-from ..images import to_batch
+from .._utils import model_input
 from .. import geometry, ops
 from ..hooks import LayerSpec, _check_model, capture, preserved, resolve_layer
 
@@ -149,8 +148,7 @@ def arithmetic(model: nn.Module, x: Any, layer: LayerSpec, channel: int = 0, h: 
             f"layer {name!r} is a {type(module).__name__}; arithmetic works on Conv2d, MaxPool2d, "
             "AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d and Linear layers"
         )
-    x = to_batch(x)
-    check_channels(model, x)
+    x = model_input(model, x)
     index = _in_range(index, x.shape[0], "index", "images in x")
     inp, out, act = _run(model, x[index:index + 1], name, module)
     if isinstance(module, nn.Linear):
@@ -190,7 +188,7 @@ def _run(model: nn.Module, x: torch.Tensor, name: str, module: nn.Module):
     acts = [n for n, m in model.named_modules() if ops.category(m) in (ops.Category.RELU, ops.Category.ACTIVATION)]
     with preserved(model, eval=True), torch.no_grad():
         with capture(model, [name] + acts, inputs=True) as rec:
-            model(x.to(model_device(model)))
+            model(x)
         if name not in rec:
             raise ValueError(f"layer {name!r} was not called by the model's forward")
         inp, out = rec.inputs[name], rec.outputs[name]

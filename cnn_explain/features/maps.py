@@ -23,8 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import check_channels, model_device
-from ..images import to_batch
+from .._utils import model_input
 from ..hooks import LayerSpec, _check_model, capture, preserved, select_output
 
 __all__ = ["feature_maps"]
@@ -54,9 +53,7 @@ def feature_maps(model: nn.Module, x: Any, layers: LayerSpec = None, *, output: 
         ValueError: an unknown layer name, or ``x`` with the wrong number of channels.
     """
     _check_model(model)
-    x = to_batch(x)
-    check_channels(model, x)
-    x = x.to(model_device(model))
+    x = model_input(model, x)
     with preserved(model, eval=True), capture(model, layers) as rec, torch.inference_mode():
         select_output(model(x), output)
     # cloned outside inference mode: ordinary tensors the user may use with autograd later

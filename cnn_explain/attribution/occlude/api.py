@@ -38,8 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._utils import check_channels, positive_int, resolve_target
-from ...images import to_batch
+from ..._utils import model_input, positive_int, resolve_target
 from ...hooks import _check_model, preserved
 from ..result import Attribution
 from .approx import drill_down
@@ -164,8 +163,7 @@ def occlusion(
     model = _check_model(model)
     param = next(iter(model.parameters()), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    x = to_batch(x, argname="x", dtype=dtype)
-    check_channels(model, x)
+    x = model_input(model, x)
     window, stride = pair_arg(window, "window"), pair_arg(stride, "stride")
     score_measure = _choice(Measure, measure, "measure")
     run_mode = _choice(Mode, mode, "mode")
