@@ -1,7 +1,8 @@
 """The façade: ``explain(model)`` and one thin method per capability.
 
-Each method converts inputs (:func:`cnn_explain.images.to_batch`, the optional
-``transform``), moves them to the explainer's device, and calls the capability's
+Each method converts inputs (:func:`cnn_explain._utils.model_input`: ``to_batch``
+with the optional ``transform``, in the model's dtype, on the explainer's device),
+translates class names given as ``target`` to indices, and calls the capability's
 own function, which is usable without the façade::
 
     explain(model).occlusion(x, target=3) == cnn_explain.attribution.occlusion(model, x, target=3)
@@ -16,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -50,13 +52,16 @@ class Explainer:
 
     Args:
         model: any ``nn.Module`` taking ``(N, C, H, W)`` images.
-        class_names: optional names for the output classes (``len == num_classes``).
+        class_names: optional names for the output classes (``len == num_classes``);
+            with them, ``target=`` of every method also takes a class name or a
+            list of names / indices, one per image (``target="cat"``).
         transform: optional callable applied to each *raw* image (PIL image,
             NumPy array, or the image read from a path) before it reaches the
             model, e.g. resize + normalize; it must return a ``(C, H, W)`` tensor.
             Tensors given to the methods are taken as already preprocessed.
-        device: where to run (default: the model's device). The model is never
-            moved; inputs are.
+        device: where to run (default: the model's device), a device this
+            machine has (else a ``ValueError`` listing those it has). The model
+            is never moved; inputs are.
         output: selector for models returning tuples or dicts (see
             :func:`cnn_explain.hooks.select_output`); passed on to every
             capability that takes ``output=``.
@@ -84,9 +89,35 @@ class Explainer:
 
         ``x`` is anything :func:`cnn_explain.images.to_batch` takes (tensor, PIL
         image, array, image path, or a list of those); the explainer's
-        ``transform`` is applied to each raw (non-tensor) image.
+        ``transform`` is applied to each raw (non-tensor) image. The batch is in
+        the model's floating dtype and every value must be finite (see
+        :func:`cnn_explain._utils.model_input`).
         """
         return model_input(self.model, x, argname=argname, transform=self.transform, device=self.device)
+
+    def _targets(self, target: Any, argname: str = "target") -> Any:
+        """Class names in ``target`` (a name, or a list with names) -> their indices; the rest is passed on.
+
+        Raises:
+            ValueError: a name while the explainer has no ``class_names``, or an
+                unknown name (the message lists close matches).
+        """
+        if isinstance(target, str):
+            return self._class_index(target, argname)
+        if isinstance(target, (list, tuple)) and any(isinstance(t, str) for t in target):
+            return [self._class_index(t, f"{argname}[{i}]") if isinstance(t, str) else t for i, t in enumerate(target)]
+        return target
+
+    def _class_index(self, name: str, argname: str) -> int:
+        if self.class_names is None:
+            raise ValueError(f"{argname}={name!r} is a class name, but this explainer has no class names; "
+                             "create it with explain(model, class_names=[...]) or give a class index")
+        if name in self.class_names:
+            return self.class_names.index(name)
+        close = difflib.get_close_matches(name, self.class_names, n=3)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else \
+            f"; the {len(self.class_names)} classes start {self.class_names[:5]}"
+        raise ValueError(f"{argname}={name!r} is not one of the explainer's class names{hint}")
 
     def label(self, index: int) -> str:
         """The class name of ``index`` (or the index as a string)."""
@@ -113,7 +144,8 @@ class Explainer:
         x = self.prepare(x)
         with preserved(self.model, eval=True), torch.inference_mode():
             logits = select_output(self.model(x), self.output)
-        logits = logits.reshape(logits.shape[0], -1).float().cpu()
+        logits = logits.reshape(logits.shape[0], -1).cpu()
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float64 stays float64
         k = min(k, logits.shape[1])
         probs, idx = logits.softmax(dim=1).topk(k, dim=1)
         labels = [[self.label(int(i)) for i in row] for row in idx]
@@ -168,8 +200,8 @@ class Explainer:
         """Occlusion heatmap (Zeiler & Fergus). See :func:`cnn_explain.attribution.occlusion`."""
         from .attribution import occlusion
 
-        return occlusion(self.model, self.prepare(x), target=target, window=window, stride=stride,
-                         baseline=baseline, measure=measure, mode=mode, batch_size=batch_size,
+        return occlusion(self.model, self.prepare(x), target=self._targets(target), window=window,
+                         stride=stride, baseline=baseline, measure=measure, mode=mode, batch_size=batch_size,
                          memory_budget=memory_budget, progress=progress, output=self.output, approx_tau=approx_tau,
                          approx_drill=approx_drill, approx_precision=approx_precision, compare_exact=compare_exact)
 
@@ -178,14 +210,15 @@ class Explainer:
         """Gradient / guided-backprop / deconvnet saliency. See :func:`cnn_explain.attribution.saliency`."""
         from .attribution import saliency
 
-        return saliency(self.model, self.prepare(x), target=target, method=method, abs=abs, smooth=smooth,
-                        noise=noise, seed=seed, output=self.output, progress=progress)
+        return saliency(self.model, self.prepare(x), target=self._targets(target), method=method, abs=abs,
+                        smooth=smooth, noise=noise, seed=seed, output=self.output, progress=progress)
 
     def grad_cam(self, x: Any, target: Any = None, layer: LayerSpec = None, guided: bool = False) -> GradCam:
         """Grad-CAM (Selvaraju et al.). See :func:`cnn_explain.attribution.grad_cam`."""
         from .attribution import grad_cam
 
-        return grad_cam(self.model, self.prepare(x), target=target, layer=layer, guided=guided, output=self.output)
+        return grad_cam(self.model, self.prepare(x), target=self._targets(target), layer=layer, guided=guided,
+                        output=self.output)
 
     def sanity_check(self, x: Any, method: str = "guided", target: Any = None, *, order: str = "top-down",
                      layers: LayerSpec = None, seed: int = 0, progress: bool = True, abs: bool = True,
@@ -193,9 +226,9 @@ class Explainer:
         """Model-parameter randomization test (Adebayo et al.). See :func:`cnn_explain.attribution.sanity_check`."""
         from .attribution import sanity_check
 
-        return sanity_check(self.model, self.prepare(x), method=method, target=target, order=order, layers=layers,
-                            seed=seed, output=self.output, progress=progress, abs=abs, smooth=smooth, noise=noise,
-                            cam_layer=cam_layer)
+        return sanity_check(self.model, self.prepare(x), method=method, target=self._targets(target), order=order,
+                            layers=layers, seed=seed, output=self.output, progress=progress, abs=abs, smooth=smooth,
+                            noise=noise, cam_layer=cam_layer)
 
     # ------------------------------------------------------------------ data-set level
     def embed(self, data: Any, layer: LayerSpec = None, method: str = "tsne", seed: int | None = 0, *,

@@ -178,8 +178,9 @@ class GlobalState:
     """Process-wide state a capability must leave as it found it.
 
     Torch's, NumPy's and Python's global RNG, grad mode, inference mode, the
-    default dtype, torch's thread count, global module hooks and active torch
-    function modes.
+    default dtype, torch's thread count, global module hooks, active torch
+    function modes and matplotlib's backend (``matplotlib.get_backend()`` and
+    ``rcParams['backend']``).
     """
 
     def __init__(self) -> None:
@@ -205,6 +206,7 @@ class GlobalState:
             "threads": torch.get_num_threads(),
             "global module hooks": hooks,
             "torch function modes": len(torch.overrides._get_current_function_mode_stack()),
+            **_matplotlib_backend(),
         }
 
     def assert_unchanged(self) -> None:
@@ -219,6 +221,14 @@ class GlobalState:
             before_np[2:] == now_np[2:], "NumPy's global RNG state changed"
         for key, value in now.items():
             assert value == self.values[key], f"{key} changed: {self.values[key]!r} -> {value!r}"
+
+
+def _matplotlib_backend() -> dict:
+    """matplotlib's backend as ``get_backend()`` resolves it and as ``rcParams`` stores it."""
+    import matplotlib
+
+    return {"matplotlib backend": matplotlib.get_backend(),
+            "matplotlib rcParams['backend']": dict.__getitem__(matplotlib.rcParams, "backend")}
 
 
 class InputSnapshot:

@@ -6,7 +6,7 @@ For each capability (every public ``Explainer`` method and the function it calls
   model (parameters, ``training`` flags, ``requires_grad``, ``.grad``, hooks), the
   input tensors and the global state (torch / NumPy / Python RNG, grad and
   inference mode, default dtype, thread count, global hooks, torch function
-  modes) exactly as they were found;
+  modes, matplotlib's backend) exactly as they were found;
 * the façade gives the same result as the function.
 
 A new capability gets the contract by being added to ``CAPABILITIES``.
@@ -288,3 +288,65 @@ def _assert_same(a: Any, b: Any, where: str = "result") -> None:
         assert math.isnan(b), f"{where}: nan != {b}"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+# ----------------------------------------------------------------------------- the global-state check itself
+def _use_pdf_backend() -> None:
+    import matplotlib
+
+    matplotlib.use("pdf")
+
+
+GLOBAL_CHANGES: dict[str, Callable[[], Any]] = {
+    "torch rng": lambda: torch.rand(1),
+    "numpy rng": lambda: np.random.rand(),
+    "python rng": lambda: __import__("random").random(),
+    "grad mode": lambda: torch.set_grad_enabled(not torch.is_grad_enabled()),
+    "default dtype": lambda: torch.set_default_dtype(torch.float64),
+    "threads": lambda: torch.set_num_threads(torch.get_num_threads() + 1),
+    "matplotlib backend": _use_pdf_backend,
+    "matplotlib rcParams": lambda: __import__("matplotlib").rcParams.__setitem__("backend", "svg"),
+}
+
+
+@pytest.mark.parametrize("change", list(GLOBAL_CHANGES), ids=list(GLOBAL_CHANGES))
+def test_global_state_check_sees_each_change(change: str):
+    """GlobalState, which every contract run uses, notices each kind of change (and it is undone here)."""
+    import random
+
+    import matplotlib
+
+    saved = (torch.random.get_rng_state(), np.random.get_state(), random.getstate(), torch.is_grad_enabled(),
+             torch.get_default_dtype(), torch.get_num_threads(), matplotlib.get_backend())
+    state = GlobalState()
+    try:
+        GLOBAL_CHANGES[change]()
+        with pytest.raises(AssertionError):
+            state.assert_unchanged()
+    finally:
+        torch.random.set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
+        torch.set_grad_enabled(saved[3])
+        torch.set_default_dtype(saved[4])
+        torch.set_num_threads(saved[5])
+        matplotlib.use(saved[6])
+    state.assert_unchanged()
+
+
+def test_smoothgrad_does_not_depend_on_the_default_dtype():
+    """SmoothGrad draws its noise in the input's dtype: the same map under a float64 default dtype."""
+    from cnn_explain.attribution import saliency
+
+    model, x = _seeded(TinyNet), _inputs(Path(".")).x
+    before = saliency(model, x, method="guided", smooth=4, noise=0.2, seed=5, progress=False)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        state = GlobalState()
+        under = saliency(model, x, method="guided", smooth=4, noise=0.2, seed=5, progress=False)
+        state.assert_unchanged()
+    finally:
+        torch.set_default_dtype(old)
+    assert under.attribution.dtype == before.attribution.dtype == torch.float32
+    _assert_same(under, before)

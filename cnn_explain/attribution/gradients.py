@@ -116,11 +116,13 @@ def smooth_noise(x: torch.Tensor, samples: int, noise: float, seed: int) -> tupl
     same ``samples`` standard-normal patterns (drawn from a private generator
     seeded with ``seed``; torch's global RNG is not used), so an image's map does
     not depend on the other images of the batch. ``sigma[i] = noise * (max - min)``
-    of image ``i``. ``z`` is drawn as ``torch.normal(0, ones)``, the call captum's
+    of image ``i``. ``z`` is drawn in ``x``'s dtype (so it does not depend on
+    ``torch.get_default_dtype()``) as ``torch.normal(0, ones)``, the call captum's
     ``NoiseTunnel`` makes with the global RNG.
     """
     g = torch.Generator(device="cpu").manual_seed(int(seed))
-    z = torch.normal(0.0, torch.ones((samples,) + tuple(x.shape[1:])), generator=g).to(x.device, x.dtype)
+    ones = torch.ones((samples,) + tuple(x.shape[1:]), dtype=x.dtype)  # x's dtype, never the default dtype
+    z = torch.normal(0.0, ones, generator=g).to(x.device)
     flat = x.detach().reshape(x.shape[0], -1)
     sigma = noise * (flat.amax(1) - flat.amin(1))
     return z, sigma.reshape(-1, 1, 1, 1)
