@@ -1,11 +1,21 @@
-"""Saving and restoring a model's state: the ``preserved`` context manager.
+"""Saving and restoring a model's state: the ``preserved`` context manager and the per-model lock.
 
 Kept apart from :mod:`cnn_explain.hooks` (which re-exports it) so each stays small.
+
+Several threads may explain one model object at the same time: every state
+change and every forward pass of a capability happens while the thread holds
+that model's re-entrant lock (:func:`model_lock`), so the calls run one after
+the other on that model, each sees the model as the user left it, and each puts
+it back before the next one starts. The locks live in a
+``weakref.WeakKeyDictionary`` keyed by the model: nothing is stored on the
+user's module, and a lock goes away with its model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +27,26 @@ def _check_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return model
+
+
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The re-entrant lock of ``model`` (created on first use; the same object for the model's lifetime).
+
+    Held by :func:`preserved` and :func:`cnn_explain.hooks.capture` for as long
+    as they are open; hold it yourself around any other work that must not
+    interleave with a capability running on the same model in another thread
+    (``with model_lock(model): ...``).
+    """
+    _check_model(model)
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
 
 
 @dataclass
@@ -62,6 +92,10 @@ def preserved(model: nn.Module, *, eval: bool = False, freeze: bool = False, rng
     Yields:
         The same model object.
 
+    The model's lock (:func:`model_lock`) is held from entry to exit, so a
+    capability running in another thread on the same model waits for this
+    block to give the model back before it saves or changes anything.
+
     Example:
         >>> net = torch.nn.Linear(2, 2).train()
         >>> with preserved(net, eval=True):
@@ -69,14 +103,14 @@ def preserved(model: nn.Module, *, eval: bool = False, freeze: bool = False, rng
         >>> net.training
         True
     """
-    _check_model(model)
-    state = _State.save(model, rng)
-    try:
-        if eval:
-            model.eval()
-        if freeze:
-            for p in model.parameters():
-                p.requires_grad_(False)
-        yield model
-    finally:
-        state.restore()
+    with model_lock(model):
+        state = _State.save(model, rng)
+        try:
+            if eval:
+                model.eval()
+            if freeze:
+                for p in model.parameters():
+                    p.requires_grad_(False)
+            yield model
+        finally:
+            state.restore()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fnmatch
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -37,13 +38,15 @@ import torch
 from torch import nn
 
 from . import ops
-from ._state import _check_model, _State, preserved
+from ._select import not_a_tensor_message, replace_path, select_output, select_path
+from ._state import _check_model, _State, model_lock, preserved
 
 __all__ = [
     "LayerSpec",
     "Recording",
     "capture",
     "preserved",
+    "model_lock",
     "resolve_layers",
     "resolve_layer",
     "select_output",
@@ -68,6 +71,9 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None, *, argname: str =
             categories ``cnn_explain.ops.DEFAULT_LAYER_CATEGORIES``), a module,
             a dotted name from ``model.named_modules()``, a glob such as
             ``"features.*"``, a module type such as ``nn.Conv2d``, or a list of these.
+            A layer whose output is a tuple, dict or dataclass takes a selector
+            after its name: ``"stage2.last_hidden_state"``, ``"block.0"``,
+            ``"head.logits"`` (see :func:`split_selector`).
         argname: the argument name used in error messages.
 
     Returns:
@@ -104,7 +110,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None, *, argname: str =
     for item in items:
         chosen.update(_resolve_one(named, by_name, item, argname))
     order = {n: i for i, (n, _) in enumerate(named)}
-    return dict(sorted(chosen.items(), key=lambda kv: order[kv[0]]))
+    return dict(sorted(chosen.items(), key=lambda kv: order[split_selector(by_name, kv[0])[0]]))
 
 
 def _resolve_one(named, by_name, item, argname) -> dict[str, nn.Module]:
@@ -127,6 +133,9 @@ def _resolve_one(named, by_name, item, argname) -> dict[str, nn.Module]:
             hits = {n: m for n, m in named if n and fnmatch.fnmatchcase(n, item)}
             if hits:
                 return hits
+        module_name, path = split_selector(by_name, item)
+        if path:
+            return {item: by_name[module_name]}
         close = difflib.get_close_matches(item, [n for n in by_name if n], n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         sample = ", ".join(repr(n) for n in list(by_name)[1:9])
@@ -137,53 +146,38 @@ def _resolve_one(named, by_name, item, argname) -> dict[str, nn.Module]:
     )
 
 
+def split_selector(by_name: Mapping[str, nn.Module], name: str) -> tuple[str, tuple[str, ...]]:
+    """Split ``"stage2.last_hidden_state"`` into the module ``"stage2"`` and the selector ``("last_hidden_state",)``.
+
+    A name of a module is never split (``"stage2.pool"`` is the submodule when
+    there is one). Otherwise the longest leading dotted part that names a module
+    is the layer and the rest is the selector: keys, indices or attributes, one
+    per dot, applied to what the layer returned (see :mod:`cnn_explain._select`).
+    ``(name, ())`` when no leading part names a module.
+    """
+    if name in by_name:
+        return name, ()
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:cut])
+        if head in by_name:
+            return head, tuple(parts[cut:])
+    return name, ()
+
+
 def resolve_layer(model: nn.Module, layer: nn.Module | str | type, *, argname: str = "layer") -> tuple[str, nn.Module]:
     """Resolve a selection that must name exactly one layer; returns ``(name, module)``.
 
-    A type or glob that matches several layers picks the last one.
+    A type or glob that matches several layers picks the last one. A layer
+    whose output is a tuple, dict or dataclass is given with a selector:
+    ``"stage2.last_hidden_state"`` (see :func:`split_selector`); the name is then
+    returned as given, with the module ``stage2``, and :func:`capture` records
+    the selected tensor under that name.
     """
     if layer is None:
         raise ValueError(f"{argname} is required")
     hits = resolve_layers(model, layer, argname=argname)
     return list(hits.items())[-1]
-
-
-# --------------------------------------------------------------------------- outputs
-def select_output(out: Any, output: int | str | Callable[[Any], torch.Tensor] | None = None) -> torch.Tensor:
-    """Pick the tensor of interest from what a model returned.
-
-    Args:
-        out: a tensor, a tuple/list, a dict, or an object with ``.logits``.
-        output: ``None`` (the tensor itself, the first element of a tuple, the
-            ``"logits"``/``"out"`` entry of a dict), an index, a key, or a callable.
-
-    Returns:
-        The selected tensor.
-
-    Raises:
-        TypeError / ValueError: nothing tensor-like can be selected.
-    """
-    if callable(output):
-        out = output(out)
-    elif output is not None:
-        try:
-            out = out[output]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise ValueError(f"output={output!r} does not select anything from a {type(out).__name__}") from exc
-    elif isinstance(out, Mapping):
-        for key in ("logits", "out", "output"):
-            if key in out:
-                out = out[key]
-                break
-        else:
-            raise ValueError(f"the model returned a dict with keys {list(out)}; pass output=<key>")
-    elif isinstance(out, (tuple, list)):
-        out = out[0]
-    elif not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
-        out = out.logits
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"the selected model output is a {type(out).__name__}, expected a tensor; pass output=")
-    return out
 
 
 # --------------------------------------------------------------------------- capture
@@ -192,8 +186,10 @@ class Recording:
     """What :func:`capture` recorded. Keys are layer names (``name#k`` for repeated calls).
 
     Attributes:
-        outputs: layer name -> recorded output (after ``reduce`` if given).
-        inputs: layer name -> recorded first positional input (if ``inputs=True``).
+        outputs: layer name -> recorded output (after ``reduce`` if given); for a
+            layer given with a selector (``"stage2.last_hidden_state"``), the selected item.
+        inputs: layer name -> recorded first positional input (if ``inputs=True``),
+            taken before the layer runs.
         modules: layer name -> module (the same module appears under ``name#k`` too).
     """
 
@@ -201,11 +197,13 @@ class Recording:
     inputs: dict[str, Any] = field(default_factory=dict)
     modules: dict[str, nn.Module] = field(default_factory=dict)
     _live: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _live_inputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _calls: dict[str, int] = field(default_factory=dict, repr=False)
+    _in_calls: dict[str, int] = field(default_factory=dict, repr=False)
 
-    def _key(self, name: str) -> str:
-        k = self._calls.get(name, 0)
-        self._calls[name] = k + 1
+    def _key(self, name: str, counts: dict[str, int]) -> str:
+        k = counts.get(name, 0)
+        counts[name] = k + 1
         return name if k == 0 else f"{name}#{k}"
 
     def __getitem__(self, name: str) -> Any:
@@ -228,17 +226,34 @@ class Recording:
 
     def clear(self) -> None:
         """Forget everything recorded so far (call between batches); the next call is ``name`` again."""
-        self.outputs.clear()
-        self.inputs.clear()
-        self.modules.clear()
-        self._live.clear()
-        self._calls.clear()
+        for store in (self.outputs, self.inputs, self.modules, self._live, self._live_inputs, self._calls,
+                      self._in_calls):
+            store.clear()
 
-    def live(self, name: str) -> torch.Tensor:
-        """The recorded output still attached to the autograd graph (``grads=True`` only)."""
-        if name not in self._live:
-            raise ValueError(f"no graph-attached output for {name!r}; use capture(..., grads=True)")
-        return self._live[name]
+    def tensor(self, name: str) -> torch.Tensor:
+        """The recorded output of ``name``; a ``ValueError`` naming the layer, the type and a selector if not a tensor."""
+        value = self.outputs[name]
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(not_a_tensor_message(name.partition("#")[0], value))
+        return value
+
+    def live(self, name: str, *, input: bool = False) -> torch.Tensor:
+        """The recorded output (``input=True``: input) still attached to the autograd graph (``grads=True`` only).
+
+        Raises:
+            ValueError: the layer returned no tensor (the message says which
+                selector to pass), its tensor does not depend on the input, or
+                nothing graph-attached was recorded under ``name``.
+        """
+        live, store, side = ((self._live_inputs, self.inputs, "input") if input else (self._live, self.outputs, "output"))
+        if name in live:
+            return live[name]
+        if name in store and not isinstance(store[name], torch.Tensor):
+            raise ValueError(not_a_tensor_message(name.partition("#")[0], store[name]))
+        if name in store:
+            raise ValueError(f"the {side} of layer {name!r} does not depend on the input through differentiable "
+                             "operations (it is not attached to the autograd graph)")
+        raise ValueError(f"no graph-attached {side} for {name!r}; use capture(..., grads=True) and run a forward")
 
     def gradients(self, score: torch.Tensor, names: Sequence[str] | None = None, *, retain_graph: bool = False) -> dict[str, torch.Tensor]:
         """Gradients of ``score`` (summed if not scalar) with respect to recorded outputs.
@@ -264,6 +279,61 @@ def _safe_copy(value: Any, detach: bool) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class _Hooks:
+    """How one :func:`capture` records (shared by its hooks)."""
+
+    rec: Recording
+    owner: int  # the thread that opened the capture: calls from other threads are not recorded
+    grads: bool
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None
+    keep_outputs: bool
+
+    def store(self, value: Any) -> Any:
+        return self.reduce(value) if (self.reduce and isinstance(value, torch.Tensor)) else value
+
+    def pre_hook(self, name: str):
+        def hook(mod, args):
+            if threading.get_ident() != self.owner:
+                return None
+            key = self.rec._key(name, self.rec._in_calls)
+            first = args[0] if args else None
+            if self.grads and isinstance(first, torch.Tensor) and first.requires_grad:
+                self.rec._live_inputs[key] = first
+                self.rec.inputs[key] = self.store(first.detach().clone())
+                return (first.clone(), *args[1:])  # the layer (and its in-place ops) runs on the clone
+            self.rec.inputs[key] = self.store(_safe_copy(first, detach=True))
+            return None
+
+        return hook
+
+    def hook(self, name: str, module: nn.Module, path: tuple[str, ...]):
+        def hook(mod, args, output):
+            if threading.get_ident() != self.owner:
+                return None
+            key = self.rec._key(name, self.rec._calls)
+            self.rec.modules[key] = module
+            if not self.keep_outputs:
+                return None
+            value = _selected(name, path, output)
+            if self.grads and isinstance(value, torch.Tensor) and value.requires_grad:
+                self.rec._live[key] = value
+                self.rec.outputs[key] = value.detach().clone() if self.reduce is None else self.reduce(value.detach())
+                return replace_path(output, path, value.clone())  # downstream (and its in-place ops) runs on a clone
+            self.rec.outputs[key] = self.store(_safe_copy(value, detach=True))
+            return None
+
+        return hook
+
+
+def _selected(name: str, path: tuple[str, ...], output: Any) -> Any:
+    try:
+        return select_path(output, path)
+    except LookupError:
+        layer = name[: len(name) - len(".".join(path)) - 1]
+        raise ValueError(f"layer {name!r}: {not_a_tensor_message(layer, output)}") from None
+
+
 @contextlib.contextmanager
 def capture(
     model: nn.Module,
@@ -279,11 +349,16 @@ def capture(
     Args:
         model: any ``nn.Module``.
         layers: see :func:`resolve_layers`; default every Conv/Pool/Linear/activation.
+            A name with a selector (``"stage2.last_hidden_state"``) records the
+            selected item of what the layer returned.
         grads: keep the outputs attached to the autograd graph so that
             :meth:`Recording.gradients` can differentiate a score with respect to
             them. The model then continues on a clone of each recorded output, so
             a later in-place op changes the clone, never the recorded tensor.
-        inputs: also record each layer's first positional input (shape ``(N, ...)``).
+            With ``inputs=True`` the inputs are kept attached too
+            (``Recording.live(name, input=True)``) and the layer runs on a clone.
+        inputs: also record each layer's first positional input (shape ``(N, ...)``),
+            as it was before the layer ran.
         reduce: applied to each output (and input) before it is stored, e.g.
             ``lambda t: t.mean((2, 3))`` to keep ``(N, C)`` instead of ``(N, C, H, W)``.
         keep_outputs: store outputs (set False to record inputs only).
@@ -291,43 +366,31 @@ def capture(
     Yields:
         A :class:`Recording`, filled as the model runs.
 
-    On exit (normal or exception) every hook is removed and the model's training
-    flags, ``requires_grad`` and ``.grad`` are restored.
+    Only forward calls made by the thread that opened the block are recorded,
+    and the model's lock (:func:`model_lock`) is held until the block ends, so a
+    capability running on the same model in another thread neither sees these
+    hooks record its forward nor changes the model meanwhile. On exit (normal or
+    exception) every hook is removed and the model's training flags,
+    ``requires_grad`` and ``.grad`` are restored.
     """
     chosen = resolve_layers(model, layers)
+    by_name = dict(model.named_modules())
     rec = Recording()
+    how = _Hooks(rec, threading.get_ident(), grads, reduce, keep_outputs)
     handles: list[torch.utils.hooks.RemovableHandle] = []
-
-    def make_hook(name: str, module: nn.Module):
-        def hook(mod, args, output):
-            key = rec._key(name)
-            rec.modules[key] = module
-            if inputs:
-                first = args[0] if args else None
-                val = _safe_copy(first, detach=True)
-                rec.inputs[key] = reduce(val) if (reduce and isinstance(val, torch.Tensor)) else val
-            if not keep_outputs:
-                return None
-            if grads and isinstance(output, torch.Tensor) and output.requires_grad:
-                rec._live[key] = output
-                rec.outputs[key] = output.detach().clone() if reduce is None else reduce(output.detach())
-                return output.clone()  # downstream (and its in-place ops) run on the clone
-            val = _safe_copy(output, detach=True)
-            rec.outputs[key] = reduce(val) if (reduce and isinstance(val, torch.Tensor)) else val
-            return None
-
-        return hook
-
-    state = _State.save(model, rng=False)
-    try:
-        for name, module in chosen.items():
-            handles.append(module.register_forward_hook(make_hook(name, module)))
-        yield rec
-    finally:
-        for h in handles:
-            h.remove()
-        handles.clear()
-        state.restore()
+    with model_lock(model):
+        state = _State.save(model, rng=False)
+        try:
+            for name, module in chosen.items():
+                if inputs:
+                    handles.append(module.register_forward_pre_hook(how.pre_hook(name)))
+                handles.append(module.register_forward_hook(how.hook(name, module, split_selector(by_name, name)[1])))
+            yield rec
+        finally:
+            for h in handles:
+                h.remove()
+            handles.clear()
+            state.restore()
 
 
 def hook_count(model: nn.Module) -> int:

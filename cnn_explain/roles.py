@@ -3,10 +3,10 @@
 * :func:`first_conv` — the first convolution in module order: the layer that
   reads the image (its ``in_channels`` are the image's channels; its filters
   are the ones worth drawing).
-* :func:`last_conv` — the convolution whose call runs last in a forward pass:
-  Grad-CAM's default layer.
+* :func:`last_conv` — the convolution whose call runs last in a forward pass.
 * :func:`classifier_input` — the feature map that feeds the spatial collapse
-  (global pooling, flatten, a spatial mean) before the classifier head.
+  (global pooling, flatten, a spatial mean) before the classifier head:
+  Grad-CAM's default layer.
 * :func:`penultimate` — the features the last ``nn.Linear`` reads: the
   default of embeddings.
 
@@ -121,35 +121,66 @@ def last_conv(model: nn.Module, x: torch.Tensor) -> Site:
                      "pass layer=<a layer with (N, C, h, w) output>")
 
 
-class _FirstCollapse(TorchFunctionMode):
-    """Remembers the first call that turns an ``(N, C, H, W)`` map into one without spatial axes."""
+class _Collapse(NamedTuple):
+    map: torch.Tensor  # the (N, C, H, W) map collapsed (a copy)
+    pre: torch.Tensor | None  # when an activation produced the map: its input (a copy)
+    before: int  # module calls recorded when the collapse ran
+
+
+class _Collapses(TorchFunctionMode):
+    """Every call that turns an ``(N, C, H, W)`` map into one without spatial axes.
+
+    A flatten or view of a map that a collapse already produced (the ``(N, C, 1, 1)``
+    result of a global pooling) is not counted again. The last activation call
+    (ReLU or another) is remembered so that a map made by ``F.relu(block(x))`` in
+    ``forward`` can be traced back to ``block``.
+    """
 
     def __init__(self, rec: Any) -> None:
         super().__init__()
         self.rec = rec
-        self.map: torch.Tensor | None = None
-        self.before = 0  # module calls recorded when it happened
+        self.found: list[_Collapse] = []
+        self._results: list[torch.Tensor] = []
+        self._act: tuple[torch.Tensor, torch.Tensor] | None = None  # (activation output, its input copy)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
         src = args[0] if args else None
-        if (self.map is None and isinstance(src, torch.Tensor) and isinstance(out, torch.Tensor)
-                and src.dim() == 4 and ops.category(func) in (C.POOL_ADAPTIVE, C.TAIL)
-                and (out.dim() <= 2 or (out.dim() == 4 and out.shape[-2:] == (1, 1)))):
-            self.map, self.before = src.detach().clone(), len(self.rec)
+        is_map = isinstance(src, torch.Tensor) and src.dim() == 4
+        pre = src.detach().clone() if is_map and ops.category(func) in (C.RELU, C.ACTIVATION) else None
+        out = func(*args, **(kwargs or {}))
+        if pre is not None and isinstance(out, torch.Tensor):
+            self._act = (out, pre)
+        elif (is_map and len(self.rec) and isinstance(out, torch.Tensor)  # a map some layer computed
+                and ops.category(func) in (C.POOL_ADAPTIVE, C.TAIL)
+                and (out.dim() <= 2 or (out.dim() == 4 and out.shape[-2:] == (1, 1)))
+                and not any(src is r for r in self._results)):
+            act = self._act[1] if self._act is not None and self._act[0] is src else None
+            self.found.append(_Collapse(src.detach().clone(), act, len(self.rec)))
+            self._results.append(out)
         return out
+
+
+def _same(t: Any, ref: torch.Tensor | None) -> bool:
+    return ref is not None and isinstance(t, torch.Tensor) and t.shape == ref.shape and torch.equal(t, ref)
 
 
 def classifier_input(model: nn.Module, x: torch.Tensor) -> Site:
     """The feature map that feeds the spatial collapse before the classifier head.
 
-    Runs ``model(x)`` and finds the first operation that turns an ``(N, C, H, W)``
+    Runs ``model(x)`` and finds the last operation that turns an ``(N, C, H, W)``
     map into features without spatial axes: a global (adaptive) pooling to 1×1,
-    a flatten / view / reshape, a mean or sum over the spatial axes. The map it
-    reads is returned as the output of the module that produced it (the last
-    module call to finish with exactly that output, a block rather than its
-    last leaf), or, when a function in ``forward`` produced it, as the input
-    of the module that collapses it.
+    a flatten / view / reshape, a mean or sum over the spatial axes (the last,
+    so that a squeeze-and-excitation gate or a backbone stage's own pooled
+    summary does not count; a flatten of an already pooled map is not a
+    collapse). The map it reads is, in this order of preference:
+
+    1. the output of the module that produced it (the last module call to
+       finish with exactly that output: a block rather than its last leaf, so
+       on a ResNet the last block's output, never its shortcut's projection);
+    2. the input of the module that collapses it, when a function in
+       ``forward`` produced it (``Site.input`` is True);
+    3. when an activation function in ``forward`` produced it (DenseNet's
+       ``F.relu(self.features(x))``), the output of the module it activates.
 
     Args:
         model: a CNN classifier.
@@ -161,23 +192,23 @@ def classifier_input(model: nn.Module, x: torch.Tensor) -> Site:
     """
     with preserved(model, eval=True), torch.no_grad():
         with capture(model, [n for n, _ in model.named_modules() if n], inputs=True) as rec:
-            mode = _FirstCollapse(rec)
+            mode = _Collapses(rec)
             with mode:
                 model(_check_x(x).to(_device(model)))
-    if mode.map is None:
+    if not mode.found:
         raise ValueError(f"nothing in the forward pass of the model {_model_name(model)} collapses an "
                          "(N, C, H, W) feature map (global pooling, flatten); pass layer=<a layer>")
+    last = mode.found[-1]
     keys = list(rec.keys())
-
-    def same(t: Any) -> bool:
-        return isinstance(t, torch.Tensor) and t.shape == mode.map.shape and torch.equal(t, mode.map)
-
-    for key in reversed(keys[:mode.before]):
-        if same(rec.outputs[key]):
+    for key in reversed(keys[:last.before]):
+        if _same(rec.outputs[key], last.map):
             return Site(key.partition("#")[0], rec.modules[key])
-    for key in keys[mode.before:] + keys[:mode.before]:
-        if same(rec.inputs.get(key)):
+    for key in keys[last.before:] + keys[:last.before]:
+        if _same(rec.inputs.get(key), last.map):
             return Site(key.partition("#")[0], rec.modules[key], input=True)
+    for key in reversed(keys[:last.before]):
+        if _same(rec.outputs[key], last.pre):
+            return Site(key.partition("#")[0], rec.modules[key])
     raise ValueError(f"the feature map the model {_model_name(model)} collapses is computed by a function "
                      "inside forward and read by no module; pass layer=<a layer>")
 

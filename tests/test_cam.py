@@ -39,7 +39,7 @@ def test_equals_captum_layer_grad_cam(request, images, model, layer_name):
     layer = net.get_submodule(layer_name)
     ref = captum_attr.LayerGradCam(net, layer).attribute(images, target=TARGETS, relu_attributions=True)
     up = captum_attr.LayerAttribution.interpolate(ref, tuple(images.shape[-2:]), "bilinear")
-    r = grad_cam(net, images, target=TARGETS, layer=None if layer_name.endswith("conv2") else layer_name)
+    r = grad_cam(net, images, target=TARGETS, layer=layer_name)
     assert r.layer == layer_name
     assert ref.abs().max() > 0
     close(r.cam, ref)
@@ -48,11 +48,19 @@ def test_equals_captum_layer_grad_cam(request, images, model, layer_name):
     assert (r.attribution >= 0).all() and r.weights.shape == (3, layer.out_channels if hasattr(layer, "out_channels") else 6)
 
 
-def test_default_layer_is_the_last_conv_executed_not_registered(tiny_resnet, images):
-    """In BasicBlock the downsample conv is registered after conv2 but runs before it."""
-    names = [n for n, m in tiny_resnet.named_modules() if isinstance(m, nn.Conv2d)]
-    assert names[-1] == "layer2.downsample.0"
-    assert grad_cam(tiny_resnet, images).layer == "layer2.conv2"
+def test_default_layer_is_the_map_the_global_pooling_reads(tiny_net, tiny_functional_net, tiny_resnet, images):
+    """The default is roles.classifier_input: the block output on a ResNet (not a conv inside it), the input of
+    the pooling module when F.relu made the map; equal to captum's LayerGradCam there."""
+    for net, layer, name, attribute_to_input in [(tiny_resnet, tiny_resnet.layer2, "layer2", False),
+                                                 (tiny_net, tiny_net.relu2, "relu2", False),
+                                                 (tiny_functional_net, tiny_functional_net.gap, "gap (input)", True)]:
+        r = grad_cam(net, images, target=TARGETS)
+        assert r.layer == name
+        ref = captum_attr.LayerGradCam(net, layer).attribute(images, target=TARGETS, relu_attributions=True,
+                                                             attribute_to_layer_input=attribute_to_input)
+        assert ref.abs().max() > 0
+        close(r.cam, ref)
+        close(r.attribution, captum_attr.LayerAttribution.interpolate(ref, tuple(images.shape[-2:]), "bilinear"))
 
 
 @pytest.mark.parametrize("model", ["tiny_net", "tiny_resnet"])
@@ -60,7 +68,7 @@ def test_guided_equals_captum_guided_grad_cam(request, images, model):
     net = request.getfixturevalue(model)
     layer = net.conv2 if model == "tiny_net" else net.layer2.conv2
     ref = captum_attr.GuidedGradCam(net, layer).attribute(images, target=TARGETS, interpolate_mode="bilinear")
-    r = grad_cam(net, images, target=TARGETS, guided=True)
+    r = grad_cam(net, images, target=TARGETS, guided=True, layer=layer)
     close(r.attribution, ref)
     assert r.method == "guided_grad_cam" and r.attribution.shape == images.shape
     assert r.relu_calls == (2 if model == "tiny_net" else 5)

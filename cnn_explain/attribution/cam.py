@@ -17,7 +17,7 @@ Example:
     >>> from cnn_explain.attribution import grad_cam
     >>> r = grad_cam(tiny_vgg().eval(), torch.rand(1, 3, 16, 16))
     >>> r.layer, r.cam.shape, r.attribution.shape
-    ('features.7', torch.Size([1, 1, 8, 8]), torch.Size([1, 1, 16, 16]))
+    ('features', torch.Size([1, 1, 4, 4]), torch.Size([1, 1, 16, 16]))
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import forward_logits, model_input, resolve_target
-from ..hooks import LayerSpec, capture, preserved, resolve_layer, resolve_layers
-from ..roles import last_conv
+from ..hooks import LayerSpec, capture, preserved, resolve_layer
+from ..roles import classifier_input, last_conv
 from .gradients import saliency
 from .result import Attribution
 
@@ -47,7 +47,9 @@ class GradCam(Attribution):
             for guided Grad-CAM).
         cam: ``(N, 1, h, w)`` Grad-CAM at the layer's resolution.
         weights: ``(N, K)`` channel weights $\\alpha_k^c$ (the spatial mean of the gradients).
-        layer: the layer's name (``name#k`` if it was the module's k-th call).
+        layer: the layer used, as ``layer=`` accepts it (``name#k`` if it was the
+            module's k-th call; ``"name (input)"`` when the map is the input of
+            the module ``name``).
         relu_calls: ReLU calls rectified by guided backprop (guided Grad-CAM only).
     """
 
@@ -57,30 +59,43 @@ class GradCam(Attribution):
     relu_calls: int = 0
 
 
-def _layers(model: nn.Module, x: torch.Tensor, layer: LayerSpec) -> dict[str, nn.Module]:
-    if layer is None:
+@dataclass(frozen=True)
+class _Layer:
+    """Where Grad-CAM reads its feature map: a layer name (selector included) and whether it is the input."""
+
+    name: str
+    input: bool = False
+
+
+def _layer(model: nn.Module, x: torch.Tensor, layer: LayerSpec) -> _Layer:
+    """The chosen layer, or the default: the map feeding the spatial collapse (else the last conv run)."""
+    if layer is not None:
+        return _Layer(resolve_layer(model, layer, argname="layer")[0])
+    try:
+        site = classifier_input(model, x[:1])
+    except ValueError:  # the collapsed map is made by a function and read by no module
         site = last_conv(model, x[:1])
-        return {site.name: site.module}
-    name, module = resolve_layer(model, layer, argname="layer")
-    return resolve_layers(model, module, argname="layer")
+    return _Layer(site.name, site.input)
 
 
-def _cam_pass(model: nn.Module, x: torch.Tensor, target: Any, layers: dict[str, nn.Module], output: Any):
+def _cam_pass(model: nn.Module, x: torch.Tensor, target: Any, layer: _Layer, output: Any):
     """Forward + backward; returns ``(layer name, A, dS/dA, target)`` for the last call recorded."""
-    with torch.inference_mode(False), torch.enable_grad(), capture(model, list(layers.values()), grads=True) as rec:
+    with torch.inference_mode(False), torch.enable_grad(), \
+            capture(model, layer.name, grads=True, inputs=layer.input, keep_outputs=not layer.input) as rec:
         leaf = x.detach().clone().requires_grad_(True)
         logits = forward_logits(model, leaf.clone(), output)
-        if not len(rec):
-            raise ValueError(f"layer {', '.join(layers)} was not called in the forward pass")
-        key = list(rec.outputs)[-1]  # the last call executed (execution order, not module order)
-        acts = rec.live(key)
+        calls = list(rec.inputs if layer.input else rec.outputs)
+        if not calls:
+            raise ValueError(f"layer {layer.name!r} was not called in the forward pass")
+        key = calls[-1]  # the last call executed (execution order, not module order)
+        acts = rec.live(key, input=layer.input)
         if acts.dim() != 4:
             raise ValueError(f"layer {key!r} outputs shape {tuple(acts.shape)}; Grad-CAM needs an "
                              "(N, C, h, w) feature map: pass layer=<a conv layer>")
         tgt = resolve_target(target, logits).clone()  # never an inference tensor
         score = logits.gather(1, tgt.to(logits.device)[:, None]).sum()
         (grads,) = torch.autograd.grad(score, acts)
-    return key, acts.detach(), grads.detach(), tgt
+    return (f"{key} (input)" if layer.input else key), acts.detach(), grads.detach(), tgt
 
 
 def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None,
@@ -95,9 +110,17 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
         x: images ``(N, C, H, W)`` (a single ``(C, H, W)`` image gets a batch of 1).
         target: class per image: int, list of ints, or None (the predicted class).
         layer: the layer whose feature maps are weighted (module, dotted name,
-            glob, type). Default: :func:`cnn_explain.roles.last_conv`, the
-            convolution *executed* last in the forward pass. For a module called
-            several times, its last call is used.
+            glob, type; a layer returning a tuple, dict or dataclass with a
+            selector, e.g. ``"stage2.last_hidden_state"``, see
+            :func:`cnn_explain.hooks.resolve_layer`). Default:
+            :func:`cnn_explain.roles.classifier_input`, the feature map that feeds
+            the global pooling / flatten before the classifier on the main path
+            (on a ResNet the last block's output, never its shortcut's 1×1
+            projection; read as the input of the pooling module when a function
+            in ``forward`` produced it); when no module holds that map, the
+            convolution *executed* last (:func:`cnn_explain.roles.last_conv`).
+            For a module called several times, its last call is used. The
+            layer used is ``result.layer``.
         guided: multiply by guided backprop (guided Grad-CAM, ``(N, C, H, W)``).
         output: selects the score tensor from a model returning a tuple/dict.
 
@@ -108,7 +131,9 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
 
     Raises:
         ValueError: no convolution runs (with ``layer=None``), a layer that is not a
-            feature map, a bad ``target``.
+            feature map, a layer whose output is not a tensor and has no selector
+            (the message names the layer, the type it returned and what to pass),
+            a bad ``target``.
 
     Example:
         >>> r = grad_cam(model, images, target=3, layer="features.7")   # doctest: +SKIP
@@ -116,15 +141,14 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
     if not isinstance(guided, bool):
         raise TypeError(f"guided must be True or False, got {type(guided).__name__}")
     x = model_input(model, x)
-    layers = _layers(model, x, layer)
-    with preserved(model, eval=True, freeze=True):
-        key, acts, grads, tgt = _cam_pass(model, x, target, layers, output)
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = torch.relu((weights * acts).sum(dim=1, keepdim=True))
-    up = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
-    method, calls = "grad_cam", 0
-    if guided:
-        gb = saliency(model, x, target=tgt, method="guided", abs=False, output=output)
-        up, method, calls = gb.attribution.to(up.device) * up, "guided_grad_cam", gb.relu_calls
+    with preserved(model, eval=True, freeze=True):  # one hold of the model's lock for the whole call
+        key, acts, grads, tgt = _cam_pass(model, x, target, _layer(model, x, layer), output)
+        weights = grads.mean(dim=(2, 3), keepdim=True)
+        cam = torch.relu((weights * acts).sum(dim=1, keepdim=True))
+        up = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+        method, calls = "grad_cam", 0
+        if guided:
+            gb = saliency(model, x, target=tgt, method="guided", abs=False, output=output)
+            up, method, calls = gb.attribution.to(up.device) * up, "guided_grad_cam", gb.relu_calls
     return GradCam(up, tgt, method, inputs=x, params={"guided": guided}, cam=cam.cpu(),
                    weights=weights.flatten(1).cpu(), layer=key, relu_calls=calls)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .._utils import forward_logits, model_input, positive_int, progress_bar, resolve_target
-from ..hooks import LayerSpec, capture, preserved, resolve_layers
+from ..hooks import LayerSpec, capture, model_lock, preserved, resolve_layers
 from ._similarity import normalize, spearman, ssim
 from .cam import grad_cam
 from .deletion import DeletionInsertion, deletion_insertion
@@ -173,7 +173,8 @@ def sanity_check(model: nn.Module, x: Any, *, method: str = "guided", target: An
     _check(method, order, seed)
     options = {"abs": abs, "smooth": smooth, "noise": noise, "cam_layer": cam_layer}
     x = model_input(model, x)
-    work = copy.deepcopy(model)
+    with model_lock(model):  # not while another thread has the model in eval mode or hooked
+        work = copy.deepcopy(model)
     with preserved(work, eval=True), torch.no_grad():
         tgt = resolve_target(target, forward_logits(work, x, output))
     chain = _execution_order(work, x, layers, output)

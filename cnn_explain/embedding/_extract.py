@@ -12,6 +12,7 @@ from torch import nn
 
 from .._utils import check_device, model_device, model_input, positive_int, progress_bar
 from ..images import to_batch
+from .._select import not_a_tensor_message
 from ..hooks import LayerSpec, _check_model, capture, preserved, resolve_layer, select_output
 from ..roles import penultimate
 
@@ -246,7 +247,9 @@ def extract(
         layer: ``None`` (default) records the *input* of the model's last
             ``nn.Linear`` — the penultimate features the classifier reads
             (:func:`cnn_explain.roles.penultimate`);
-            otherwise a module, dotted name or glob whose *output* is recorded.
+            otherwise a module, dotted name or glob whose *output* is recorded
+            (a layer returning a tuple, dict or dataclass with a selector:
+            ``"stage2.last_hidden_state"``).
         pool: ``"avg"``, ``"max"`` or ``"flatten"``.
         batch_size: batch size for tensors and Datasets (a DataLoader keeps its own).
         max_samples: use at most this many samples: a seeded random subset
@@ -327,6 +330,8 @@ def _run_batch(model, rec, x, name, side_in, output) -> tuple[torch.Tensor, torc
     value = store.get(name)  # this batch's first call (clear() restarts the numbering)
     rec.clear()
     side = "input" if side_in else "output"
+    if value is not None and not isinstance(value, torch.Tensor) and not side_in:
+        raise ValueError(not_a_tensor_message(name, value))
     if not isinstance(value, torch.Tensor):
         raise ValueError(
             f"layer {name!r} produced no tensor {side} for these inputs (it was not called, or "

@@ -38,7 +38,8 @@ def feature_maps(model: nn.Module, x: Any, layers: LayerSpec = None, *, output: 
             converted by :func:`cnn_explain.images.to_batch`).
         layers: ``None`` (every Conv / Pool / Linear / activation layer), a name,
             a glob, a module, a module type, or a list (see
-            :func:`cnn_explain.hooks.resolve_layers`).
+            :func:`cnn_explain.hooks.resolve_layers`). A layer returning a tuple,
+            dict or dataclass takes a selector: ``"stage2.last_hidden_state"``.
         output: selector for models returning tuples or dicts (see
             :func:`cnn_explain.hooks.select_output`); the maps do not depend on it,
             but a selector that does not fit the model's output is an error.
@@ -46,15 +47,20 @@ def feature_maps(model: nn.Module, x: Any, layers: LayerSpec = None, *, output: 
     Returns:
         ``{layer name: CPU tensor}`` in forward order; conv / pool / activation
         layers give ``(N, C, H, W)``, linear layers ``(N, features)``. A module
-        called twice appears as ``name`` and ``name#1``. Layers whose output is
-        not a tensor are left out.
+        called twice appears as ``name`` and ``name#1``. With ``layers=None``,
+        layers whose output is not a tensor are left out.
 
     Raises:
-        ValueError: an unknown layer name, or ``x`` with the wrong number of channels.
+        ValueError: an unknown layer name, a chosen layer whose output is not a
+            tensor and that has no selector (the message names the layer, the
+            type and what to pass), or ``x`` with the wrong number of channels.
     """
     _check_model(model)
     x = model_input(model, x)
     with preserved(model, eval=True), capture(model, layers) as rec, torch.inference_mode():
         select_output(model(x), output)
+    if layers is not None:  # a layer chosen by the user must give a tensor (or be given with a selector)
+        for name in rec:
+            rec.tensor(name)
     # cloned outside inference mode: ordinary tensors the user may use with autograd later
     return {name: t.cpu().clone() for name, t in rec.items() if isinstance(t, torch.Tensor)}
