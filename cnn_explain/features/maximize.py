@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from .. import objectives as obj
-from .._utils import model_device, positive_int
+from .._utils import model_device, model_dtype, positive_int
 from ..roles import first_conv_module as first_conv
 from ..hooks import LayerSpec, _check_model, capture, preserved, resolve_layer, select_output
 from ..optimize import OptimizeSettings, Optimizer, optimize_image
@@ -181,7 +181,7 @@ def _probe(model: nn.Module, name: str, input_shape: Sequence[int] | None):
         candidates = _candidates(model)
     errors = []
     for shape in candidates:
-        x = torch.zeros((1, *shape), device=model_device(model))
+        x = torch.zeros((1, *shape), device=model_device(model), dtype=model_dtype(model))
         try:
             with preserved(model, eval=True), capture(model, name) as rec, torch.inference_mode():
                 model(x)
@@ -259,7 +259,7 @@ def _optimize(run: _Run, rows: list[int], chans: list[int], progress: bool, desc
 
     def loss() -> tuple[torch.Tensor, torch.Tensor]:
         pixels = to_image()
-        x = (prm.apply_transforms(pixels, run.transforms, gens) - mean) / std
+        x = ((prm.apply_transforms(pixels, run.transforms, gens) - mean) / std).to(model_dtype(run.model))
         values = _evaluate(run.model, x, pixels, run.objective, run.names, chan_t, rows_t)
         return -values, values.detach().cpu()  # maximize the objective: minimize its negative
 
