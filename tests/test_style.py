@@ -206,7 +206,7 @@ def test_any_cnn_by_layer_names_model_unchanged(pair, tiny_resnet, snapshot):
     res = transfer(*pair, model=m, content_layers="layer1.conv2", style_layers=["bn", "layer1.bn1", "layer2.conv1"],
                    style_weights=[1, 1, 2], steps=3, size=SIZE, transform=transform, progress=False)
     snap.assert_unchanged()
-    assert m.training and len(calls) == 2 + 3  # two targets, one per step
+    assert m.training and len(calls) == 2 + 3 + 2  # two targets, one per step, content and result for style_drop
     assert res.settings["style_weights"] == {"bn": 1.0, "layer1.bn1": 1.0, "layer2.conv1": 2.0}
 
 
@@ -311,3 +311,24 @@ def test_example_runs_with_tiny_settings(tmp_path, capsys):
     assert mod.main(["--size", "32", "--steps", "2", "--out", str(out), "--figure", str(fig), "--quiet"]) == 0
     assert Image.open(out).size == (32, 32) and fig.stat().st_size > 0
     assert "2 steps" in capsys.readouterr().out
+
+
+def test_defaults_make_the_style_plain_on_the_sample_photos():
+    """Default weights, layers, steps and start on the sample photos: the Gram loss against the style image
+    drops >= 10x from the content photo's own (recomputed here by a plain forward, not by the package)."""
+    from cnn_explain.data import sample_image
+
+    res = transfer(sample_image("china"), sample_image("flower"), size=96, progress=False)
+    net = random_texture_net()
+    s = plain_maps(net, res.style[None])
+    weights = res.settings["style_weights"]
+
+    def loss(img: torch.Tensor) -> float:
+        f = plain_maps(net, img[None])
+        return sum(w * float((gram_matrix(f[n]) - gram_matrix(s[n])).square().sum() / gram_matrix(s[n]).square().sum())
+                   for n, w in weights.items())
+
+    drop = loss(res.content) / loss(res.image)
+    assert res.style_drop == pytest.approx(drop, rel=1e-3)
+    assert drop >= 10.0, drop
+    assert res.setup_seconds > 0

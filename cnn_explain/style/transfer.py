@@ -60,7 +60,7 @@ __all__ = ["transfer", "StyleResult", "StyleSettings", "Init", "layer_features",
 #: The defaults of :func:`transfer`'s numeric options, read-only (a command line reads its defaults here).
 #: ``DEFAULTS["lr"]`` maps each optimizer (``"lbfgs"``, ``"adam"``) to its default learning rate.
 DEFAULTS: Mapping[str, Any] = MappingProxyType({
-    "content_weight": 1.0, "style_weight": 10.0, "tv_weight": 1.0, "steps": 30,
+    "content_weight": 1.0, "style_weight": 100.0, "tv_weight": 1.0, "steps": 30,
     "lr": MappingProxyType({"lbfgs": 1.0, "adam": 0.02}),
 })
 
@@ -122,10 +122,17 @@ class StyleResult:
             normalized ``"content"``, ``"style"`` and ``"tv"`` terms.
         settings: the arguments that made it (layer names, weights, steps, ...).
         seconds: wall time of the optimization.
+        setup_seconds: wall time of the target forwards (content maps, style Grams)
+            before the first step; ``setup_seconds + seconds`` of a one-step run
+            is the time to the first result.
         evaluations: loss-and-gradient evaluations (L-BFGS's line search may
             take more than one per step; Adam takes exactly one).
         content: ``(3, H, W)`` the content image as used (resized, RGB).
         style: ``(3, H, W)`` the style image as used.
+        style_drop: how much closer the result's style is to the style image than
+            the content image's own: ``L_style(content) / L_style(result)`` with
+            the unweighted Gram loss of the style layers (``>= 10``: the style
+            is plainly visible; ``~1``: the result is the content photo).
     """
 
     image: torch.Tensor
@@ -135,6 +142,8 @@ class StyleResult:
     evaluations: int = 0
     content: torch.Tensor = field(repr=False, default=None)
     style: torch.Tensor = field(repr=False, default=None)
+    style_drop: float = float("nan")
+    setup_seconds: float = 0.0
 
 
 def transfer(
@@ -213,17 +222,29 @@ def transfer(
     layers = list(dict.fromkeys(cfg.content_layers + cfg.style_layers))
     with preserved(net, eval=True, freeze=True, rng=True), torch.enable_grad():
         forward = _Forward(net, layers, pre)
+        setup = time.perf_counter()
         c_maps = _maps(forward, c_img.to(device), cfg.content_layers)
         s_maps = _maps(forward, s_img.to(device), cfg.style_layers)
+        style_term = style_loss(s_maps, cfg.style_weights)
         objective = (cfg.content_weight * content_loss(c_maps)
-                     + cfg.style_weight * style_loss(s_maps, cfg.style_weights)
+                     + cfg.style_weight * style_term
                      + cfg.tv_weight * total_variation(norm="squared"))
         del c_maps, s_maps
         start = time.perf_counter()
+        setup = start - setup
         image, history, evaluations = _optimize(forward, objective, _init(c_img, cfg).to(device), cfg, progress)
         seconds = time.perf_counter() - start
+        drop = _style_drop(forward, style_term, c_img.to(device), image, cfg.style_layers)
     settings = {**cfg.as_dict(), "size": hw}
-    return StyleResult(image[0].detach().cpu(), history, settings, seconds, evaluations, c_img[0], s_img[0])
+    return StyleResult(image[0].detach().cpu(), history, settings, seconds, evaluations, c_img[0], s_img[0], drop, setup)
+
+
+def _style_drop(forward: _Forward, style_term: Objective, content: torch.Tensor, result: torch.Tensor,
+                names: list[str]) -> float:
+    """``L_style(content) / L_style(result)``: the unweighted Gram loss against the style image, before and after."""
+    before = float(style_term(_maps(forward, content, names), content))
+    after = float(style_term(_maps(forward, result, names), result))
+    return before / after if after > 0 else float("inf")
 
 
 def _no_copy(t: torch.Tensor) -> torch.Tensor:
@@ -248,12 +269,13 @@ class _Forward:
 
 
 def _maps(forward: _Forward, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-    """Feature maps of a fixed image (the targets), detached."""
-    image = image.clone().requires_grad_(True)  # capture(grads=True) keeps only graph-attached outputs
-    feats = forward(image)
-    missing = [n for n in names if n not in feats]
+    """Feature maps of a fixed image (the targets), computed without recording autograd history."""
+    with torch.no_grad(), capture(forward.model, names) as rec:
+        forward.model(forward.pre(image))
+    feats = {n: rec[n] for n in names if n in rec}
+    missing = [n for n in names if n not in feats or not isinstance(feats[n], torch.Tensor)]
     if missing:
-        raise ValueError(f"layers {missing} did not produce a tensor that depends on the image during the forward pass")
+        raise ValueError(f"layers {missing} did not produce a tensor during the forward pass")
     for n in names:
         if feats[n].dim() != 4:
             raise ValueError(f"layer {n!r} outputs shape {tuple(feats[n].shape)}; style transfer needs (N, C, H, W) maps")
