@@ -42,6 +42,22 @@ def _groups(result: Any) -> tuple[np.ndarray, np.ndarray, str]:
     return lab, np.unique(lab), title
 
 
+def _group_name(result: Any, c: int, title: str) -> str:
+    """Legend text of group ``c``: a label's name (the data set's own), or a predicted model class's."""
+    if title == "predicted class" and hasattr(result, "model_class_name"):
+        return result.model_class_name(c)
+    return result.class_name(c) if hasattr(result, "class_name") else str(c)
+
+
+def _wrong(result: Any) -> np.ndarray | None:
+    """Misclassified points, or ``None`` when labels and model classes cannot be compared."""
+    if hasattr(result, "misclassified"):
+        return result.misclassified
+    if result.labels is None:
+        return None
+    return np.asarray(result.predictions) != np.asarray(result.labels)
+
+
 def _check_dims(result: Any, wanted: tuple[int, ...]) -> np.ndarray:
     coords = np.asarray(result.coords)
     if coords.ndim != 2 or coords.shape[1] not in (2, 3):
@@ -70,7 +86,8 @@ def _title(result: Any) -> str:
         parts.append(f"10-NN accuracy {result.knn_accuracy:.1%}")
     if getattr(result, "accuracy", None) is not None:
         parts.append(f"model accuracy {result.accuracy:.1%}")
-    return text + "\n" + ", ".join(parts)
+    note = getattr(result, "accuracy_note", None)
+    return text + "\n" + ", ".join(parts) + (f"\n{note}" if note else "")
 
 
 def scatter_embedding(result: Embedding, ax: Axes | None = None, *, thumbnails: Any = None, n_thumbnails: int = 40,
@@ -151,9 +168,9 @@ def _draw_points(ax: Axes, result: Embedding, coords: np.ndarray, mark_errors: b
     for color, c in zip(colors, classes):
         m = lab == c
         ax.scatter(*[col[m] for col in cols], s=size, color=color, alpha=0.8, linewidths=0,
-                   label=result.class_name(int(c)) if hasattr(result, "class_name") else str(c))
-    if mark_errors and result.labels is not None:
-        wrong = np.asarray(result.predictions) != np.asarray(result.labels)
+                   label=_group_name(result, int(c), title))
+    wrong = _wrong(result) if mark_errors else None
+    if wrong is not None:
         if wrong.any():
             ax.scatter(*[col[wrong] for col in cols], s=size * 2.5, marker="x", color="black",
                        linewidths=1.0, label=f"misclassified ({int(wrong.sum())})")
