@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from . import ops
-from .layers import LayerInfo, check_input_shape, walk
+from .layers import LayerInfo, check_input_shape, row_names, trace
 
 __all__ = ["Row", "Summary", "summarize", "param_formula", "shape_text"]
 
@@ -48,12 +48,15 @@ class Row:
         output_shape: per-image output shape in PyTorch order, ``(C, H, W)`` or ``(F,)``.
         shape: the output shape as the seeds write it: ``"32×32×32"`` (H×W×C), ``"2048"``.
         neurons: number of output values per image (``math.prod(output_shape)``).
-        params: parameters of the layer (0 on a repeated call: the weights are shared).
+        params: parameters this row owns: the module's own, not its children's (a block's
+            layer-scale vector is on the block's row), each parameter in exactly one row
+            (0 on a repeated call: the weights are shared); the column sums to ``total_params``.
         formula: the parameter count written out, e.g. ``"(3×3×3+1)×32 = 896"``, or ``"—"``.
         kernel, stride, padding, dilation: ``(h, w)`` for conv/pool layers, else None.
         rf: receptive field ``(height, width)`` in input pixels at this layer's output.
         jump: input pixels between neighbouring outputs ``(h, w)``; None once the map is global.
-        macs: multiply-accumulates per image.
+        macs: multiply-accumulates per image of this call: the convolutions and matrix products
+            that ran inside it (``FlopCounterMode``'s FLOPs / 2), less those of rows inside it.
         category: the row's kind in the operator table (:class:`cnn_explain.ops.Category`).
     """
 
@@ -85,24 +88,26 @@ def shape_text(shape: Sequence[int]) -> str:
     return "×".join(str(d) for d in shape) or "—"
 
 
-def _param_count(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def param_formula(module: nn.Module) -> str:
+def param_formula(module: nn.Module, params: Sequence[torch.Tensor] | None = None) -> str:
     """The layer's parameter count written out as seed 000 does: ``"(3×3×3+1)×32 = 896"``.
 
     Conv (also grouped and transposed): ``(kh×kw×Cin/groups+1)×Cout``; Linear:
     ``(in+1)×out``; BatchNorm (affine): ``2×C``; other layers: the product of each
     parameter's shape, summed; no parameters: ``"—"``. The written expression
     always evaluates to the real count (otherwise the generic form is used).
+
+    Args:
+        module: the layer.
+        params: the parameters to count (default all of ``module.parameters()``); a summary
+            row passes the ones it owns.
     """
-    total = _param_count(module)
+    params = list(module.parameters()) if params is None else list(params)
+    total = sum(p.numel() for p in params)
     if total == 0:
         return "—"
     expr, value = _specific_formula(module)
-    if expr is None or value != total:
-        terms = ["×".join(str(d) for d in p.shape) or "1" for p in module.parameters()]
+    if expr is None or value != total or len(params) != len(list(module.parameters())):
+        terms = ["×".join(str(d) for d in p.shape) or "1" for p in params]
         expr = " + ".join(terms)
     return f"{expr} = {total:,}"
 
@@ -126,11 +131,12 @@ def _specific_formula(m: nn.Module) -> tuple[str | None, int]:
     return None, 0
 
 
-def _row(info: LayerInfo) -> Row:
-    if info.call == 0:
-        formula = param_formula(info.module)
+def _row(info: LayerInfo, owners: dict[int, str]) -> Row:
+    own = list(info.module.parameters(recurse=False))
+    if info.owned or not own:
+        formula = param_formula(info.module, info.owned)
     else:
-        formula = f"shared with {info.module_name}" if _param_count(info.module) else "—"
+        formula = f"shared with {owners[id(own[0])]}"
     return Row(
         name=info.name, kind=info.kind, input_shape=info.input_shape, output_shape=info.output_shape,
         shape=shape_text(info.output_shape), neurons=math.prod(info.output_shape) if info.output_shape else 0,
@@ -173,10 +179,14 @@ class Summary:
     """What :func:`summarize` returns.
 
     Attributes:
-        rows: one :class:`Row` per layer call, in execution order.
+        rows: one :class:`Row` per layer call, in execution order (leaves and modules owning
+            parameters themselves), then modules with parameters the forward never called
+            (``shape == "not called"``).
         total_params: parameters of the whole model (each shared tensor counted once).
         trainable_params: those with ``requires_grad``.
-        total_macs: multiply-accumulates per image, summed over the rows.
+        total_macs: multiply-accumulates per image of the whole forward, as
+            ``torch.utils.flop_counter.FlopCounterMode`` counts them (FLOPs / 2): the rows'
+            MACs plus any convolution or matrix product a parent module calls itself.
         input_shape: the ``(C, H, W)`` the table was computed for.
         model_name: the model's class name.
     """
@@ -269,13 +279,33 @@ def summarize(model: nn.Module, input_shape: Sequence[int], device: str | torch.
         25088
     """
     shape = check_input_shape(input_shape)
-    rows = [_row(i) for i in walk(model, shape, device=device)]
+    walked = trace(model, shape, device=device)
+    owners = {id(p): i.name for i in walked.infos for p in i.owned}
+    rows = [_row(i, owners) for i in walked.infos] + _uncalled(model, owners)
     params = {id(p): p for p in model.parameters()}.values()
     return Summary(
         rows=rows,
         total_params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
-        total_macs=sum(r.macs for r in rows),
+        total_macs=walked.total_macs,
         input_shape=shape,
         model_name=type(model).__name__,
     )
+
+
+def _uncalled(model: nn.Module, owners: dict[int, str]) -> list[Row]:
+    """Rows for parameters of modules the forward never called (so the Params column adds up)."""
+    rows = []
+    named = dict(model.named_modules())
+    for name in row_names(model):
+        module = named[name]
+        owned = [p for p in module.parameters(recurse=False) if id(p) not in owners]
+        if not owned:
+            continue
+        owners.update((id(p), name) for p in owned)
+        n = sum(p.numel() for p in owned)
+        rows.append(Row(name=name, kind=type(module).__name__, input_shape=(), output_shape=(), shape="not called",
+                        neurons=0, params=n, trainable=sum(p.numel() for p in owned if p.requires_grad),
+                        formula=param_formula(module, owned), kernel=None, stride=None, padding=None,
+                        dilation=None, rf=(0, 0), jump=None, macs=0, category=ops.category(module)))
+    return rows

@@ -39,6 +39,7 @@ from torch import nn
 from .._utils import model_input
 from .. import geometry, ops
 from ..hooks import LayerSpec, _check_model, capture, preserved, resolve_layer
+from ._conv_calls import ConvCalls
 
 __all__ = ["Arithmetic", "Activation", "arithmetic"]
 
@@ -150,7 +151,8 @@ def arithmetic(model: nn.Module, x: Any, layer: LayerSpec, channel: int = 0, h: 
         )
     x = model_input(model, x)
     index = _in_range(index, x.shape[0], "index", "images in x")
-    inp, out, act = _run(model, x[index:index + 1], name, module)
+    calls = ConvCalls()
+    inp, out, act = _run(model, x[index:index + 1], name, module, calls)
     if isinstance(module, nn.Linear):
         if h is not None or w is not None:
             raise ValueError(f"h and w do not apply to the Linear layer {name!r}; leave them None")
@@ -161,8 +163,10 @@ def arithmetic(model: nn.Module, x: Any, layer: LayerSpec, channel: int = 0, h: 
         channel = _in_range(channel, out.shape[0], "channel", f"output channels of {name!r}")
         h = _in_range(out.shape[1] // 2 if h is None else h, out.shape[1], "h", f"output rows of {name!r}")
         w = _in_range(out.shape[2] // 2 if w is None else w, out.shape[2], "w", f"output columns of {name!r}")
-        fields = _spatial(module, inp, out, channel, h, w)
+        fields = _conv(name, module, out, calls, channel, h, w) if isinstance(module, nn.Conv2d) \
+            else _spatial(module, inp, out, channel, h, w)
     actual = float(out[channel] if out.dim() == 1 else out[channel, h, w])
+    _check_agreement(name, fields, actual)
     activation = None
     if act is not None:
         act_name, act_out = act
@@ -183,12 +187,14 @@ def _in_range(value: Any, size: int, argname: str, what: str) -> int:
     return value
 
 
-def _run(model: nn.Module, x: torch.Tensor, name: str, module: nn.Module):
-    """One forward of one image: the layer's input and output ((C,H,W) or (F,)) and the next activation."""
+def _run(model: nn.Module, x: torch.Tensor, name: str, module: nn.Module, calls: ConvCalls):
+    """One forward of one image: the layer's input and output ((C,H,W) or (F,)) and the next activation;
+    ``calls`` records the convolutions that ran."""
     acts = [n for n, m in model.named_modules() if ops.category(m) in (ops.Category.RELU, ops.Category.ACTIVATION)]
     with preserved(model, eval=True), torch.no_grad():
         with capture(model, [name] + acts, inputs=True) as rec:
-            model(x)
+            with calls:
+                model(x)
         if name not in rec:
             raise ValueError(f"layer {name!r} was not called by the model's forward")
         inp, out = rec.inputs[name], rec.outputs[name]
@@ -217,8 +223,6 @@ def _window(x: torch.Tensor, rows: list[int], cols: list[int], fill: float) -> t
 
 
 def _spatial(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, k: int, h: int, w: int) -> dict:
-    if isinstance(module, nn.Conv2d):
-        return _conv(module, inp, k, h, w)
     H, W = inp.shape[-2:]
     if isinstance(module, _ADAPTIVE):
         oh, ow = out.shape[-2:]
@@ -250,29 +254,41 @@ def _inclusive(first_last: tuple[int, int]) -> tuple[int, int]:
     return first_last[0], first_last[1] + 1
 
 
-def _conv(conv: nn.Conv2d, inp: torch.Tensor, k: int, h: int, w: int) -> dict:
-    left, right, top, bottom = conv._reversed_padding_repeated_twice
-    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
-    rows = geometry.taps(h, kh, sh, top, dh)
-    cols = geometry.taps(w, kw, sw, left, dw)
-    per_group = conv.out_channels // conv.groups
-    cin_g = conv.in_channels // conv.groups
+def _conv(name: str, conv: nn.Conv2d, out: torch.Tensor, calls: ConvCalls, k: int, h: int, w: int) -> dict:
+    """The worked sum of the ``F.conv2d`` call that produced the layer's output, with its own operands."""
+    call = calls.producing(out, conv.weight)
+    if call is None:
+        raise ValueError(
+            f"layer {name!r} ({type(conv).__name__}): its output is not what any convolution in the forward "
+            "returned (its forward does more than the convolution, e.g. adds to or scales the result), so no "
+            "worked sum of one convolution explains its values")
+    kh, kw = call.weight.shape[-2:]
+    rows = geometry.taps(h, kh, call.stride[0], call.padding[0], call.dilation[0])
+    cols = geometry.taps(w, kw, call.stride[1], call.padding[1], call.dilation[1])
+    per_group = call.weight.shape[0] // call.groups
+    cin_g = call.weight.shape[1]
     first = (k // per_group) * cin_g
     channels = list(range(first, first + cin_g))
-    x = inp[channels]
-    if conv.padding_mode != "zeros":  # reflect / replicate / circular: pad as the layer does, then read inside
-        x = F.pad(x[None], (left, right, top, bottom), mode=conv.padding_mode)[0]
-        window = x[:, [r + top for r in rows]][:, :, [c + left for c in cols]]
-    else:
-        window = _window(x, rows, cols, 0.0)
-    kernel = conv.weight[k].detach().double().cpu()
+    window = _window(call.input[channels], rows, cols, 0.0)
+    kernel = call.weight[k]
     products = window * kernel
     sums = products.sum(dim=(1, 2))
-    bias = None if conv.bias is None else float(conv.bias.detach()[k])
+    bias = None if call.bias is None else float(call.bias[k])
     computed = float(sums.sum()) + (bias or 0.0)
+    top, left = call.shift  # rows/cols in the coordinates of the tensor before the forward's own F.pad calls
     return dict(kind="conv", position=(h, w), computed=computed, input_slice=window, kernel=kernel,
                 products=products, per_channel_sums=sums, bias=bias, input_channels=tuple(channels),
-                rows=tuple(rows), cols=tuple(cols))
+                rows=tuple(r - top for r in rows), cols=tuple(c - left for c in cols))
+
+
+def _check_agreement(name: str, fields: dict, actual: float) -> None:
+    """Raise rather than return a worked sum that disagrees with the layer (float32 rounding allowed)."""
+    terms = fields.get("products")
+    scale = 1.0 + abs(actual) + (float(terms.abs().sum()) if terms is not None else 0.0)
+    if abs(fields["computed"] - actual) > 1e-5 * scale:
+        raise ValueError(
+            f"layer {name!r}: the worked value {fields['computed']:.6g} disagrees with what the layer produced "
+            f"({actual:.6g}); its forward computes something else than its attributes say, so no worked sum is given")
 
 
 def _linear(linear: nn.Linear, inp: torch.Tensor, out: torch.Tensor, k: int) -> dict:
