@@ -100,6 +100,19 @@ class WithFFT(nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
+class InplaceOnView(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        head = y[:, :2]  # a view of y, read after y changes in place
+        y.relu_()
+        return self.fc(y.mean((2, 3))) + head.mean()
+
+
 class ReadAfterInplace(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -124,7 +137,7 @@ def _seeded(cls):
 
 
 def _both(model, x, **kw):
-    inc = occlusion(model, x, progress=False, measure="logit", **kw)
+    inc = occlusion(model, x, progress=False, measure="logit", mode="incremental", **kw)
     plain = occlusion(model, x, progress=False, measure="logit", mode="batched", **kw)
     return inc, plain
 
@@ -183,7 +196,17 @@ def test_mac_count_of_one_conv():
     assert macs["needed"] == pytest.approx(needed_conv + 192 * 2)
 
 
-@pytest.mark.parametrize("cls, reason", [(ControlFlow, "trace"), (WithFFT, "fft"), (ReadAfterInplace, "in place")])
+def test_read_after_inplace_is_recorded_and_exact():
+    """fx refuses an in-place change read later; the real-tensor recording follows the tensor objects (y is z)."""
+    model = _seeded(ReadAfterInplace)
+    x = torch.rand(2, 3, 9, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    r = occlusion(model, x, window=3, stride=2, target=1, progress=False, measure="logit", mode="incremental")
+    plain = occlusion(model, x, window=3, stride=2, target=1, progress=False, measure="logit", mode="batched")
+    assert r.engine == "incremental"
+    torch.testing.assert_close(r.attribution, plain.attribution, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls, reason", [(ControlFlow, "data-dependent"), (WithFFT, "fft"), (InplaceOnView, "in place")])
 def test_fallback_is_taken_and_reported_once(cls, reason, snapshot):
     model = _seeded(cls)
     snap = snapshot(model)
@@ -201,7 +224,8 @@ def test_fallback_is_taken_and_reported_once(cls, reason, snapshot):
 
 def test_incremental_leaves_no_trace(tiny_functional_net, snapshot):
     snap = snapshot(tiny_functional_net)
-    r = occlusion(tiny_functional_net, torch.rand(1, 3, 9, 9), window=3, stride=2, progress=False)
+    r = occlusion(tiny_functional_net, torch.rand(1, 3, 9, 9), window=3, stride=2, mode="incremental",
+                  progress=False)
     assert r.engine == "incremental"
     snap.assert_unchanged()
 

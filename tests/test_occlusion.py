@@ -87,7 +87,7 @@ def test_equals_captum_float64(net, measure, request):
 
 def test_equals_captum_float32_default_target(tiny_resnet):
     x = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(3))
-    r = occlusion(tiny_resnet, x, window=3, stride=2, progress=False)
+    r = occlusion(tiny_resnet, x, window=3, stride=2, mode="incremental", progress=False)
     assert r.engine == "incremental"
     expected = _captum(tiny_resnet, x, r.target, "prob", (3, 3), (2, 2))
     assert torch.equal(r.target, tiny_resnet(x).argmax(1))
@@ -253,7 +253,7 @@ def test_incremental_clean_scores_come_from_the_engine_clean_pass(monkeypatch):
     forward_logits = occ_module.forward_logits
     monkeypatch.setattr(occ_module, "forward_logits", lambda *a: calls.append(1) or forward_logits(*a))
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    r = occlusion(model, x, window=4, stride=4, mode="exact", progress=False)
+    r = occlusion(model, x, window=4, stride=4, mode="incremental", progress=False)
     assert r.engine == "incremental" and not calls
     ref = occlusion(model, x, window=4, stride=4, mode="batched", progress=False)
     assert calls and int(r.target) == int(ref.target)
@@ -275,12 +275,12 @@ def test_forward_hooks_make_incremental_fall_back(where):
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     try:
         with pytest.warns(UserWarning, match="hooks"):
-            r = occlusion(model, x, window=4, stride=4, target=0, progress=False)
+            r = occlusion(model, x, window=4, stride=4, target=0, mode="incremental", progress=False)
         ref = occlusion(model, x, window=4, stride=4, target=0, mode="batched", progress=False)
     finally:
         handle.remove()
     assert r.engine == "batched" and "hooks" in r.fallback_reason
     torch.testing.assert_close(r.drops, ref.drops, rtol=0, atol=0)
-    clean = occlusion(model, x, window=4, stride=4, target=0, progress=False)
+    clean = occlusion(model, x, window=4, stride=4, target=0, mode="incremental", progress=False)
     assert clean.engine == "incremental"
     assert not torch.allclose(clean.drops, r.drops)  # the hook did change the scores

@@ -42,7 +42,7 @@ from ..._utils import model_input, positive_int, resolve_target
 from ...hooks import _check_model, preserved
 from ..result import Attribution
 from .approx import drill_down
-from .engines import Engine, Job, Measure, choose_engine, target_scores
+from .engines import Budget, Engine, Job, Measure, choose, choose_engine, target_scores
 from .lowp import native_bfloat16
 from .windows import assemble, make_grid, pair_arg, resolve_baseline
 
@@ -52,7 +52,8 @@ __all__ = ["occlusion", "OcclusionResult", "Mode", "Precision"]
 class Mode(enum.Enum):
     """How the drops are computed (the public ``mode`` argument)."""
 
-    EXACT = "exact"  # incremental inference when the model allows it, else batched
+    EXACT = "exact"  # incremental inference where the model allows it and the cost model predicts it faster
+    INCREMENTAL = "incremental"  # exact; incremental inference whenever the model allows it (no cost model)
     APPROX = "approx"  # drill-down, projective-field thresholding, bfloat16 changes
     BATCHED = "batched"  # plain forward passes
 
@@ -76,6 +77,8 @@ class OcclusionResult(Attribution):
         mode: ``"exact"``, ``"approx"`` or ``"batched"`` (as asked).
         engine: ``"incremental"`` or ``"batched"`` (as run).
         fallback_reason: why incremental inference was not used, or None.
+        engine_reason: why ``engine`` ran: the cost model's prediction (``mode="exact"``),
+            the fallback reason, or the mode asked for.
         drops: ``(N, rows, cols)`` score drop at every window position.
         batch_size: positions per batch.
         extra: ``mode="approx"``: ``positions_computed``, ``positions`` and
@@ -92,6 +95,7 @@ class OcclusionResult(Attribution):
     mode: str = "exact"
     engine: str = "batched"
     fallback_reason: str | None = None
+    engine_reason: str = ""
     drops: torch.Tensor | None = None
     batch_size: int = 1
     deviation: Mapping[str, float] | None = None
@@ -129,9 +133,14 @@ def occlusion(
             per-channel mean), ``"blur"`` (a Gaussian-blurred copy) or a tensor
             broadcastable to ``x``.
         measure: ``"prob"`` (softmax probability drop) or ``"logit"`` (raw score drop).
-        mode: ``"exact"`` (incremental when possible), ``"batched"`` or ``"approx"``.
+        mode: ``"exact"`` (incremental inference where the model allows it and a cost model
+            predicts it faster than batched, else batched), ``"incremental"`` (exact, incremental
+            whenever the model allows it), ``"batched"`` or ``"approx"``.
         batch_size: window positions per batch; None picks the largest that fits ``memory_budget``.
-        memory_budget: bytes a batch may use (default 1 GiB).
+        memory_budget: bytes occlusion's working memory may use (default 1 GiB): the batch's tensors
+            and the incremental engine's clean maps and padded copies; the model's weights, the
+            images and the result are not counted. When the incremental engine's maps leave no room
+            for one position, plain batched inference runs.
         progress: show a progress bar.
         output: which part of the model's output holds the scores (see `cnn_explain.hooks.select_output`).
         approx_tau: ``mode="approx"``: projective-field threshold in (0, 1] (None: off);
@@ -177,8 +186,10 @@ def occlusion(
     grid = make_grid(tuple(x.shape[-2:]), window, stride)
     with preserved(model, eval=True), torch.inference_mode():
         x = x.to(param.device if param is not None else x.device)
-        engine, fallback_reason = choose_engine(model, x, grid, incremental=run_mode is not Mode.BATCHED,
-                                                tau=approx_tau if run_mode is Mode.APPROX else None, lowp=lowp)
+        choice = choose(model, x, grid, incremental=run_mode is not Mode.BATCHED,
+                        tau=approx_tau if run_mode is Mode.APPROX else None, lowp=lowp,
+                        budget=Budget(memory_budget, batch_size, output, cost_model=run_mode is Mode.EXACT))
+        engine, fallback_reason = choice.engine, choice.fallback_reason
         logits = engine.clean_logits(model, x, output)
         tgt = resolve_target(target, logits)
         job = Job(model, x, resolve_baseline(baseline, x, window), grid, score_measure, output, tgt.to(x.device),
@@ -200,7 +211,7 @@ def occlusion(
     return OcclusionResult(
         attribution, tgt, "occlusion", inputs=x.detach().cpu(), params=params, window=window, stride=stride,
         baseline=baseline if not isinstance(baseline, torch.Tensor) else "tensor", measure=measure, mode=mode,
-        engine=engine.name, fallback_reason=fallback_reason, drops=drops.to(x.dtype),
+        engine=engine.name, fallback_reason=fallback_reason, engine_reason=choice.reason, drops=drops.to(x.dtype),
         batch_size=batch, deviation=deviation, extra=extra,
     )
 

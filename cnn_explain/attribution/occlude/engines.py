@@ -26,11 +26,13 @@ from torch.overrides import TorchFunctionMode
 
 from ..._utils import forward_logits, progress_bar
 from ...hooks import select_output
+from .cost import predict
 from .incremental import IncrementalOcclusion, Unsupported
 from .regions import Box, read_windows
 from .windows import Grid, window_mask
 
-__all__ = ["Measure", "Job", "target_scores", "Engine", "BatchedEngine", "IncrementalEngine", "choose_engine"]
+__all__ = ["Measure", "Job", "target_scores", "Engine", "BatchedEngine", "IncrementalEngine", "Budget", "Choice",
+           "choose", "choose_engine"]
 
 
 class Measure(enum.Enum):
@@ -128,17 +130,25 @@ class Engine(abc.ABC):
         """The order in which ``positions`` are batched (as given by default)."""
         return positions
 
+    def fixed_bytes(self) -> int:
+        """Memory the engine holds whatever the batch (none by default)."""
+        return 0
+
     def positions_per_batch(self, job: Job, n_positions: int) -> int:
-        """``job.batch_size``, or the most of ``n_positions`` that fit ``job.memory_budget``."""
+        """``job.batch_size``, or the most of ``n_positions`` that fit ``job.memory_budget`` after `fixed_bytes`."""
         if job.batch_size is not None:
             return job.batch_size
-        return max(1, min(n_positions, job.memory_budget // max(self.bytes_per_position(job), 1)))
+        room = job.memory_budget - self.fixed_bytes()
+        return max(1, min(n_positions, room // max(self.bytes_per_position(job), 1)))
 
 
 class BatchedEngine(Engine):
     """Plain forward passes over batches of occluded copies of the image."""
 
     name = "batched"
+
+    def __init__(self) -> None:
+        self.plain_bytes: int | None = None  # measured once
 
     def logits(self, job: Job, image: int, positions: torch.Tensor) -> torch.Tensor:
         x, baseline = job.images[image], job.baselines[image]
@@ -148,7 +158,9 @@ class BatchedEngine(Engine):
 
     def bytes_per_position(self, job: Job) -> int:
         """Bytes one occluded image needs in a plain forward: the sum of every tensor the forward creates."""
-        return _plain_bytes(job.model, job.images[:1], job.output)
+        if self.plain_bytes is None:
+            self.plain_bytes = _plain_bytes(job.model, job.images[:1], job.output)
+        return self.plain_bytes
 
 
 class _TensorBytes(TorchFunctionMode):
@@ -212,6 +224,10 @@ class IncrementalEngine(Engine):
     def bytes_per_position(self, job: Job) -> int:
         return self.network.bytes_per_position()
 
+    def fixed_bytes(self) -> int:
+        """The clean maps of every node and the padded copies windows are read from."""
+        return self.network.fixed_bytes()
+
     def logits(self, job: Job, image: int, positions: torch.Tensor) -> torch.Tensor:
         x, baseline = job.images[image], job.baselines[image]
 
@@ -225,8 +241,24 @@ class IncrementalEngine(Engine):
         return out.reshape(out.shape[0], -1)
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The engine to run and why.
+
+    Attributes:
+        engine: the engine.
+        fallback_reason: why incremental inference is not used (None when it is, or when it was not asked for).
+        reason: why this engine runs (the cost model's prediction, the fallback reason, or the mode).
+    """
+
+    engine: Engine
+    fallback_reason: str | None
+    reason: str
+
+
 def choose_engine(model: nn.Module, images: torch.Tensor, grid: Grid, *, incremental: bool, tau: float | None = None,
-                  lowp: torch.dtype | None = None, warn: bool = True) -> tuple[Engine, str | None]:
+                  lowp: torch.dtype | None = None, warn: bool = True, budget: Budget | None = None
+                  ) -> tuple[Engine, str | None]:
     """The engine to use, and why incremental inference is not used (None when it is or was not asked for).
 
     Args:
@@ -234,13 +266,66 @@ def choose_engine(model: nn.Module, images: torch.Tensor, grid: Grid, *, increme
         incremental: try incremental inference (else plain batched inference).
         tau, lowp: as in `IncrementalEngine`.
         warn: warn when incremental inference is asked for but not possible.
+        budget: with it, incremental inference must fit ``budget.memory_budget`` and, if
+            ``budget.cost_model``, be predicted faster than batched (`.cost`).
     """
+    choice = choose(model, images, grid, incremental=incremental, tau=tau, lowp=lowp, warn=warn, budget=budget)
+    return choice.engine, choice.fallback_reason
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What decides between the engines beyond feasibility.
+
+    Attributes:
+        memory_budget: bytes occlusion may use (the incremental cache included).
+        batch_size: positions per batch (None: sized by the budget).
+        output: which part of the model's output holds the scores.
+        cost_model: fall back to batched where incremental is predicted slower.
+    """
+
+    memory_budget: int
+    batch_size: int | None
+    output: Any
+    cost_model: bool
+
+
+def choose(model: nn.Module, images: torch.Tensor, grid: Grid, *, incremental: bool, tau: float | None = None,
+           lowp: torch.dtype | None = None, warn: bool = True, budget: Budget | None = None) -> Choice:
+    """Like `choose_engine`, with the reason for the engine that runs (`Choice`)."""
     if not incremental:
-        return BatchedEngine(), None
+        return Choice(BatchedEngine(), None, "mode='batched'")
     try:
-        return IncrementalEngine(model, images, grid, tau, lowp), None
+        engine = IncrementalEngine(model, images, grid, tau, lowp)
     except Unsupported as exc:
         if warn:
             warnings.warn(f"occlusion: incremental inference is not possible: {exc}; "
                           "using plain batched inference", stacklevel=3)
-        return BatchedEngine(), str(exc)
+        return Choice(BatchedEngine(), str(exc), str(exc))
+    if budget is None:
+        return Choice(engine, None, "incremental inference asked for")
+    return _weigh(engine, model, images, grid, budget)
+
+
+def _weigh(engine: IncrementalEngine, model: nn.Module, images: torch.Tensor, grid: Grid, budget: Budget) -> Choice:
+    """Keep ``engine`` if it fits the memory budget and (with the cost model) is predicted faster."""
+    fixed, per_position = engine.fixed_bytes(), engine.network.bytes_per_position()
+    if budget.batch_size is None and fixed + per_position > budget.memory_budget:
+        why = (f"the incremental engine's clean maps and padded copies ({fixed / 2**20:.1f} MiB) and one position "
+               f"({per_position / 2**20:.1f} MiB) do not fit memory_budget ({budget.memory_budget / 2**20:.1f} MiB)")
+        return Choice(BatchedEngine(), why, why)
+    if not budget.cost_model:
+        return Choice(engine, None, "incremental inference asked for")
+    batched = BatchedEngine()
+    n = len(grid)
+    per_plain = _plain_bytes(model, images[:1], budget.output)
+    batched.plain_bytes = per_plain
+
+    def fit(room: int, each: int) -> int:
+        return budget.batch_size or max(1, min(n, room // max(each, 1)))
+
+    prediction = predict(engine.network, n, fit(budget.memory_budget - fixed, per_position),
+                         fit(budget.memory_budget, per_plain))
+    if prediction.incremental_faster:
+        return Choice(engine, None, prediction.describe())
+    return Choice(batched, prediction.describe(), prediction.describe())

@@ -1,15 +1,19 @@
-"""Which operations incremental occlusion knows, read from a ``torch.fx`` trace.
+"""The graph incremental occlusion runs: tracing, operation kinds, in-place and hook checks.
 
-Every node of the traced graph gets an `OpSpec` saying how a changed
-region passes through it:
+The graph comes from ``torch.fx`` symbolic tracing (or, for a plain
+``nn.Sequential``, is built directly); models fx cannot trace are recorded on
+real tensors by `.record`. Every node gets an `OpSpec` (`.rules.classify`, read
+from the operator table `cnn_explain.ops`) saying how a changed region passes
+through it:
 
 * `OpKind` ``CONV`` / ``MAXPOOL`` / ``AVGPOOL``: the region grows by the kernel and
   shrinks by the stride; recomputed from the cached input plus a halo;
+* ``PAD``: constant padding shifts the region by the leading padding;
 * ``POINTWISE``: elementwise activations, BatchNorm in eval mode, dropout in
   eval mode, ``+ - * /``, concatenation along channels: the region is kept (the
   union of the operands' regions);
-* ``TAIL``: flatten, linear, adaptive pooling, reshapes, softmax: run normally
-  on the batch of full maps;
+* ``TAIL``: flatten, linear, adaptive pooling, reshapes, softmax, norms over
+  several positions: run normally on the batch of full maps;
 * ``META``: shape queries (``x.size(0)``, ``x.shape``).
 
 Anything else raises `Unsupported` with the reason, and occlusion falls
@@ -18,10 +22,7 @@ back to plain batched inference.
 
 from __future__ import annotations
 
-import builtins
 import enum
-import inspect
-import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ...geometry import pair, same_padding
-from ...hooks import ACTIVATION_TYPES
 
-__all__ = ["Unsupported", "OpKind", "OpSpec", "trace", "classify", "check_inplace", "check_hooks", "call_node",
+__all__ = ["Unsupported", "OpKind", "OpSpec", "trace", "describe", "check_inplace", "check_hooks", "call_node",
            "fetch", "rectifiable_input"]
 
 
@@ -52,9 +51,10 @@ class OpKind(enum.Enum):
     CONV = "conv"
     MAXPOOL = "maxpool"
     AVGPOOL = "avgpool"
+    PAD = "pad"  # constant padding: the region shifts by the leading padding
 
 
-WINDOWED_KINDS = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)  # kinds that read a kernel window of their input
+WINDOWED_KINDS = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.PAD)  # kinds that read a kernel window of their input
 
 
 @dataclass(frozen=True)
@@ -69,35 +69,7 @@ class OpSpec:
     count_include_pad: bool = True
     divisor_override: int | None = None
     ceil_mode: bool = False
-
-
-_ELEMENTWISE_FUNCS = {
-    F.relu, torch.relu, torch.relu_, F.relu_, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu,
-    F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.softplus, F.sigmoid, torch.sigmoid,
-    F.tanh, torch.tanh, torch.clamp, torch.clip, torch.abs, torch.exp, torch.square, torch.neg,
-    operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
-    operator.truediv, operator.itruediv, operator.neg, torch.add, torch.sub, torch.mul, torch.div,
-}
-_ELEMENTWISE_METHODS = {
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "add", "add_", "sub", "sub_", "mul",
-    "mul_", "div", "div_", "clamp", "clamp_", "clamp_min", "clamp_min_", "neg", "abs", "exp",
-    "contiguous", "clone",
-}
-_DROPOUT_FUNCS = {F.dropout, F.dropout2d, F.alpha_dropout}
-_TAIL_FUNCS = {
-    torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, F.linear, F.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d, torch.mean, torch.sum, torch.amax, F.softmax, F.log_softmax,
-    torch.softmax, torch.log_softmax, operator.getitem,
-}
-_TAIL_METHODS = {"view", "reshape", "flatten", "mean", "sum", "amax", "squeeze", "unsqueeze", "softmax", "log_softmax"}
-_TAIL_MODULES = (
-    nn.Flatten, nn.Unflatten, nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Softmax,
-    nn.LogSoftmax, nn.BatchNorm1d,
-)
-_POINTWISE_MODULES = ACTIVATION_TYPES + (nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
-_INPLACE_FUNCS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, torch.relu_, F.relu_}
-_MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-_AVGPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+    pad_value: float = 0.0
 
 
 def trace(model: nn.Module) -> fx.Graph:
@@ -156,106 +128,15 @@ def describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     return getattr(node.target, "__qualname__", None) or str(node.target)
 
 
-def classify(node: fx.Node, modules: dict[str, nn.Module], cache: dict[fx.Node, Any]) -> OpSpec:
-    """The `OpSpec` of one node (``cache`` holds the clean values, to know shapes)."""
-    if node.op in ("placeholder", "output", "get_attr"):
-        return OpSpec(OpKind(node.op))
-    if node.op == "call_module":
-        return _classify_module(node, modules[node.target])
-    if node.op == "call_function":
-        return _classify_function(node, cache)
-    if node.op == "call_method":
-        if node.target in ("size", "dim"):
-            return OpSpec(OpKind.META)
-        if node.target in _ELEMENTWISE_METHODS:
-            return OpSpec(OpKind.POINTWISE)
-        if node.target in _TAIL_METHODS:
-            return OpSpec(OpKind.TAIL)
-    raise Unsupported(f"no region rule for {describe(node, modules)}")
-
-
-def _classify_module(node: fx.Node, m: nn.Module) -> OpSpec:
-    if isinstance(m, nn.Conv2d):
-        if m.padding_mode != "zeros":
-            raise Unsupported(f"Conv2d {node.target} uses padding_mode={m.padding_mode!r}; only zero padding has a rule")
-        kernel, dilation = pair(m.kernel_size), pair(m.dilation)
-        if m.padding == "same":
-            padding = (same_padding(kernel[0], dilation[0]), same_padding(kernel[1], dilation[1]))
-        else:
-            padding = (0, 0) if m.padding == "valid" else pair(m.padding)
-        return OpSpec(OpKind.CONV, kernel, pair(m.stride), padding, dilation)
-    if isinstance(m, nn.MaxPool2d):
-        return _maxpool(node, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
-    if isinstance(m, nn.AvgPool2d):
-        return _avgpool(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override)
-    if isinstance(m, nn.BatchNorm2d):
-        if m.training or m.running_mean is None:
-            raise Unsupported(f"BatchNorm2d {node.target} uses batch statistics (no running statistics in eval mode)")
-        return OpSpec(OpKind.POINTWISE)
-    if isinstance(m, _POINTWISE_MODULES):
-        return OpSpec(OpKind.POINTWISE)
-    if isinstance(m, _TAIL_MODULES):
-        return OpSpec(OpKind.TAIL)
-    raise Unsupported(f"no region rule for {type(m).__name__} ({node.target})")
-
-
-def _maxpool(node, kernel, stride, padding, dilation, ceil_mode, return_indices) -> OpSpec:
-    if return_indices:
-        raise Unsupported(f"max pooling {node} returns indices")
-    k = pair(kernel)
-    s = k if stride is None or stride == [] or stride == () else pair(stride)
-    return OpSpec(OpKind.MAXPOOL, k, s, pair(padding), pair(dilation), ceil_mode=bool(ceil_mode))
-
-
-def _avgpool(kernel, stride, padding, ceil_mode, count_include_pad, divisor_override) -> OpSpec:
-    k = pair(kernel)
-    s = k if stride is None or stride == [] or stride == () else pair(stride)
-    return OpSpec(OpKind.AVGPOOL, k, s, pair(padding), (1, 1), bool(count_include_pad), divisor_override,
-                  bool(ceil_mode))
-
-
-def _bind(names: tuple[str, ...], defaults: dict[str, Any], node: fx.Node) -> dict[str, Any]:
-    bound = dict(defaults)
-    bound.update(zip(names, node.args))
-    bound.update(node.kwargs)
-    return bound
-
-
-def _classify_function(node: fx.Node, cache: dict[fx.Node, Any]) -> OpSpec:
-    t = node.target
-    if t is F.max_pool2d:
-        b = _bind(_MAXPOOL_ARGS, {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
-                                  "return_indices": False}, node)
-        return _maxpool(node, b["kernel_size"], b["stride"], b["padding"], b["dilation"], b["ceil_mode"],
-                        b["return_indices"])
-    if t is F.avg_pool2d:
-        b = _bind(_AVGPOOL_ARGS, {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True,
-                                  "divisor_override": None}, node)
-        return _avgpool(b["kernel_size"], b["stride"], b["padding"], b["ceil_mode"], b["count_include_pad"],
-                        b["divisor_override"])
-    if t in _DROPOUT_FUNCS:
-        b = inspect.signature(t).bind(*node.args, **node.kwargs)
-        b.apply_defaults()
-        if b.arguments.get("training"):
-            raise Unsupported(f"{t.__name__} is called with training=True (random)")
-        return OpSpec(OpKind.POINTWISE)
-    if t is torch.cat:
-        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-        return OpSpec(OpKind.POINTWISE if dim in (1, -3) else OpKind.TAIL)
-    if t is builtins.getattr or (t is operator.getitem and not isinstance(cache.get(node.args[0]), torch.Tensor)):
-        return OpSpec(OpKind.META)
-    if t in _ELEMENTWISE_FUNCS:
-        return OpSpec(OpKind.POINTWISE)
-    if t in _TAIL_FUNCS:
-        return OpSpec(OpKind.TAIL)
-    raise Unsupported(f"no region rule for {getattr(t, '__module__', '')}.{getattr(t, '__qualname__', t)}")
-
-
 def _is_inplace(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.meta.get("inplace"):  # seen on real tensors by the recorder (`.record`)
+        return True
     if node.op == "call_module":
         return bool(getattr(modules[node.target], "inplace", False))
     if node.op == "call_function":
-        return node.target in _INPLACE_FUNCS or bool(node.kwargs.get("inplace", False))
+        name = getattr(node.target, "__name__", "")
+        return (name.startswith("__i") or (name.endswith("_") and not name.endswith("__"))
+                or bool(node.kwargs.get("inplace", False)))
     if node.op == "call_method":
         return node.target.endswith("_") and not node.target.endswith("__")
     return False

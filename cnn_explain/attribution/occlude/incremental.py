@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .graph import OpKind, Unsupported, call_node, check_hooks, check_inplace, fetch, rectifiable_input, trace
+from .record import record
 from .lowp import LowPrecision
 from .plan import NodePlan, NodeState, build_plan, bytes_per_position, group_boxes
 from .regions import Box, Region, materialize, max_pool, read_change, read_windows
@@ -89,22 +90,36 @@ class IncrementalOcclusion:
         self.model = model
         self.modules = dict(model.named_modules())
         check_hooks(self.modules)
-        self.graph = trace(model)
-        self.inplace = check_inplace(self.graph, self.modules)
-        self.nodes = list(self.graph.nodes)
         self.window = Region(tuple(rows), tuple(cols), tuple(image.shape[-2:]))
         self.tau = tau
         self.lowp = LowPrecision(lowp) if lowp is not None else None
         self.channels_last = lowp is not None if channels_last is None else channels_last
-        self.last_use = {a: node for node in self.nodes for a in node.all_input_nodes}
-        self.cache, self.clean_output = self._clean_pass(image)
         self.padded: dict[tuple[fx.Node, float], dict] = {}  # clean maps padded for `read_windows`, per image
-        self.plan = build_plan(self.nodes, self.modules, self.cache, self.window, full_threshold=full_threshold,
-                               tau=tau)
+        self.rebuild: Callable[[Any], Any] = lambda out: out
+        self.how = "torch.fx"  # how the graph was made: "torch.fx" or "recorded" (real tensors)
+        try:
+            self._build(trace(model), image, full_threshold)
+        except Unsupported as symbolic:
+            try:
+                recorded = record(model, image)
+                self.rebuild, self.how = recorded.rebuild, "recorded"
+                self._build(recorded.graph, image, full_threshold)
+            except Unsupported as real:
+                raise Unsupported(f"{symbolic}; recorded on real tensors: {real}") from None
         self.grouping = group_boxes(self.plan, self.cache, max_groups=max_groups, min_group=min_group)
         patch_nodes = [node for node in self.nodes if self.plan[node].state is NodeState.PATCH]
         self.patch_last_use = {a: node for node in patch_nodes for a in node.all_input_nodes}
         self.position_bytes = bytes_per_position(self.plan, self.cache)
+
+    def _build(self, graph: fx.Graph, image: torch.Tensor, full_threshold: float) -> None:
+        """Check ``graph``, run the clean pass and plan every node; `Unsupported` if a node has no rule."""
+        self.graph = graph
+        self.inplace = check_inplace(self.graph, self.modules)
+        self.nodes = list(self.graph.nodes)
+        self.last_use = {a: node for node in self.nodes for a in node.all_input_nodes}
+        self.cache, self.clean_output = self._clean_pass(image)
+        self.plan = build_plan(self.nodes, self.modules, self.cache, self.window, full_threshold=full_threshold,
+                               tau=self.tau)
 
     @property
     def group(self) -> torch.Tensor:
@@ -114,8 +129,8 @@ class IncrementalOcclusion:
     # ------------------------------------------------------------------ clean pass
     def prepare(self, image: torch.Tensor) -> torch.Tensor:
         """Cache every node's output for another clean ``(1, C, H, W)`` image; returns the model output."""
+        self.cache, self.padded = {}, {}  # freed before the new image's maps are made
         self.cache, self.clean_output = self._clean_pass(image)
-        self.padded = {}
         return self.clean_output
 
     def _clean_pass(self, image: torch.Tensor) -> tuple[dict[fx.Node, Any], Any]:
@@ -127,13 +142,16 @@ class IncrementalOcclusion:
             elif node.op == "get_attr":
                 value = fetch(self.model, node.target)
             elif node.op == "output":
-                return cache, fx.node.map_arg(node.args[0], lambda a: env[a])
+                return cache, self.rebuild(fx.node.map_arg(node.args[0], lambda a: env[a]))
             else:
                 args = fx.node.map_arg(node.args, lambda a: env[a])
                 kwargs = fx.node.map_arg(node.kwargs, lambda a: env[a])
                 value = call_node(node, self.modules, args, kwargs)
             env[node] = value
-            cache[node] = value.clone() if isinstance(value, torch.Tensor) else value
+            cache[node] = value.clone() if isinstance(value, torch.Tensor) and node.op != "get_attr" else value
+            for a in node.all_input_nodes:
+                if self.last_use.get(a) is node:
+                    env.pop(a, None)  # only the clones stay
         raise Unsupported("the graph has no output")  # pragma: no cover
 
     # ------------------------------------------------------------------ plan queries
@@ -145,6 +163,13 @@ class IncrementalOcclusion:
         computed = sum(boxes[n].computed_macs if n in boxes else p.macs.computed for n, p in self.plan.items())
         return {"full": sum(p.macs.full for p in ideal.values()),
                 "needed": sum(p.macs.needed for p in ideal.values()), "computed": computed}
+
+    def fixed_bytes(self) -> int:
+        """Memory held whatever the batch: every node's clean map, and as much again for the padded copies
+        that windows are read from (parameters and buffers not counted: they belong to the model)."""
+        maps = sum(v.numel() * v.element_size() for n, v in self.cache.items()
+                   if isinstance(v, torch.Tensor) and n.op != "get_attr")
+        return int(2 * maps)
 
     def bytes_per_position(self) -> int:
         """Upper bound on the memory one position needs while a batch runs (all changed values + crops)."""
@@ -166,7 +191,7 @@ class IncrementalOcclusion:
         for node in self.nodes:
             entry = self.plan[node]
             if node.op == "output":
-                return fx.node.map_arg(node.args[0], lambda a: self._value(a, env, batch))
+                return self.rebuild(fx.node.map_arg(node.args[0], lambda a: self._value(a, env, batch)))
             if entry.state is NodeState.FULL:
                 env[node] = self._run_full(node, entry, env, batch)
             elif entry.state is NodeState.VALUE:
@@ -259,21 +284,37 @@ class IncrementalOcclusion:
         start = (box.top * stride[0] - padding[0], box.left * stride[1] - padding[1])
         size = tuple((box.size[i] - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 for i in range(2))
         source_box = self.box(source, positions, group)
-        if spec.kind is OpKind.CONV and self.lowp is not None:
+        if spec.kind is OpKind.CONV and self.lowp is not None and node.op == "call_module":
             change = read_change(self.cache[source][0], env[source], source_box, start, size, self.lowp.dtype,
                                  self._padded(source, 0.0), self.channels_last)
             clean_out = read_windows(self.cache[node][0], None, None, (box.top, box.left), box.size, 0.0,
                                      self._padded(node, 0.0), self.channels_last)
             return self.lowp.conv(self.modules[node.target], clean_out, change, None)
-        pad = float("-inf") if spec.kind is OpKind.MAXPOOL else 0.0
+        pad = float("-inf") if spec.kind is OpKind.MAXPOOL else spec.pad_value if spec.kind is OpKind.PAD else 0.0
         crop = read_windows(self.cache[source][0], env[source], source_box, start, size, pad,
                             self._padded(source, pad), self.channels_last)
+        if spec.kind is OpKind.PAD:
+            return crop  # the padded map's box is a window of the input shifted by the leading padding
         if spec.kind is OpKind.CONV:
-            module = self.modules[node.target]
-            return F.conv2d(crop, module.weight, module.bias, module.stride, 0, module.dilation, module.groups)
+            return F.conv2d(crop, *self._conv_weights(node), spec.stride, 0, spec.dilation, self._groups(node))
         if spec.kind is OpKind.MAXPOOL:
             return max_pool(crop, spec.kernel, spec.stride, (0, 0), spec.dilation)
         return self._avg_pool(crop, entry, box)
+
+    def _conv_weights(self, node: fx.Node) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight and bias of a conv node: the module's, or the (constant) arguments of ``F.conv2d``."""
+        if node.op == "call_module":
+            module = self.modules[node.target]
+            return module.weight, module.bias
+        weight = node.args[1] if len(node.args) > 1 else node.kwargs["weight"]
+        bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+        return (self.cache[weight] if isinstance(weight, fx.Node) else weight,
+                self.cache[bias] if isinstance(bias, fx.Node) else bias)
+
+    def _groups(self, node: fx.Node) -> int:
+        if node.op == "call_module":
+            return self.modules[node.target].groups
+        return node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
 
     @staticmethod
     def _avg_pool(crop: torch.Tensor, entry: NodePlan, box: Box) -> torch.Tensor:

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
-from .graph import OpKind, OpSpec, classify
+from .graph import WINDOWED_KINDS, OpKind, OpSpec, Unsupported
+from .rules import classify
 from .grouping import group_positions
 from ...geometry import avg_pool_count
 from .regions import Box, Region, conv_range
@@ -118,21 +120,32 @@ def build_plan(nodes: list[fx.Node], modules: dict[str, nn.Module], cache: dict[
     """
     plan: dict[fx.Node, NodePlan] = {}
     for node in nodes:
+        states = [plan[a].state for a in node.all_input_nodes]
+        if node.op not in ("placeholder", "output") and not any(s in CHANGED_STATES for s in states):
+            # the image does not reach it: its clean value serves every position, whatever it computes
+            plan[node] = NodePlan(NodeState.CONST, _const_spec(node, modules, cache))
+            plan[node] = replace(plan[node], macs=node_macs(node, plan[node], modules, cache))
+            continue
         spec = classify(node, modules, cache)
         if node.op == "placeholder":
             plan[node] = NodePlan(NodeState.PATCH, spec, window, window.box())
             continue
-        states = [plan[a].state for a in node.all_input_nodes]
         if node.op == "output":
             entry = NodePlan(NodeState.OUTPUT, spec)
-        elif not any(s in CHANGED_STATES for s in states):
-            entry = NodePlan(NodeState.CONST, spec)
         elif spec.kind is OpKind.META:
             entry = NodePlan(NodeState.VALUE, spec)
         else:
             entry = _plan_changed(node, spec, plan, cache, full_threshold, tau)
         plan[node] = replace(entry, macs=node_macs(node, entry, modules, cache))
     return plan
+
+
+def _const_spec(node: fx.Node, modules: dict[str, nn.Module], cache: dict[fx.Node, Any]) -> OpSpec:
+    """The spec of a node the image does not reach (its rule, if any, only counts MACs)."""
+    try:
+        return classify(node, modules, cache)
+    except Unsupported:
+        return OpSpec(OpKind.META)
 
 
 def _plan_changed(node: fx.Node, spec: OpSpec, plan: dict[fx.Node, NodePlan], cache: dict[fx.Node, Any],
@@ -153,8 +166,9 @@ def _plan_changed(node: fx.Node, spec: OpSpec, plan: dict[fx.Node, NodePlan], ca
             region = region.union(plan[a].region)
     else:
         source = node.args[0] if isinstance(node.args[0], fx.Node) else None
-        if source is None or plan[source].state is not NodeState.PATCH:
-            return NodePlan(NodeState.FULL, spec)
+        if source is None or plan[source].state is not NodeState.PATCH or any(
+                plan[a].state is not NodeState.CONST for a in node.all_input_nodes if a is not source):
+            return NodePlan(NodeState.FULL, spec)  # e.g. weights computed from the image: run as is
         src = plan[source].region
         rows = conv_range(*src.rows, spec.kernel[0], spec.stride[0], spec.padding[0], spec.dilation[0], shape[0])
         cols = conv_range(*src.cols, spec.kernel[1], spec.stride[1], spec.padding[1], spec.dilation[1], shape[1])
@@ -178,24 +192,34 @@ def _pool_counts(n_in: int, n_out: int, spec: OpSpec, axis: int) -> torch.Tensor
 
 def node_macs(node: fx.Node, entry: NodePlan, modules: dict[str, nn.Module], cache: dict[fx.Node, Any]) -> Macs:
     """`Macs` of a conv / linear node: per image, and per position on the true region (else zeros)."""
-    if node.op != "call_module":
+    weight = _weight(node, entry, modules, cache)
+    out = cache.get(node)
+    if weight is None or not isinstance(out, torch.Tensor):
         return Macs()
-    module, out = modules[node.target], cache[node]
-    if isinstance(module, nn.Conv2d):
-        per_out = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-    elif isinstance(module, nn.Linear):
-        per_out = module.in_features
-    else:
-        return Macs()
+    per_out = weight[0].numel()  # in_channels / groups × kernel, or in_features
     total = float(per_out * out.numel())
     if entry.state is NodeState.CONST:
         return Macs(full=total)
-    if entry.region is None or not isinstance(module, nn.Conv2d):
+    is_conv = entry.spec.kind is OpKind.CONV
+    if entry.region is None or not is_conv:
         return Macs(full=total, needed=total, computed=total)
     needed = per_out * out.shape[1] * float(entry.region.area.double().mean())
     computed = total if entry.box is None else float(per_out * out.shape[1] * entry.box.size[0] * entry.box.size[1])
     per_value = float(per_out * out.shape[1]) if entry.state is NodeState.PATCH else 0.0
     return Macs(total, needed, computed, per_value)
+
+
+def _weight(node: fx.Node, entry: NodePlan, modules: dict[str, nn.Module], cache: dict[fx.Node, Any]):
+    """The weight of a conv / linear node (module or function), else None."""
+    if node.op == "call_module":
+        module = modules[node.target]
+        return module.weight if isinstance(module, (nn.Conv2d, nn.Linear)) else None
+    linear = node.op == "call_function" and node.target in (F.linear, torch.nn.functional.linear)
+    if entry.spec.kind is not OpKind.CONV and not linear:
+        return None
+    arg = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    value = cache.get(arg) if isinstance(arg, fx.Node) else arg
+    return value if isinstance(value, torch.Tensor) else None
 
 
 def group_boxes(plan: dict[fx.Node, NodePlan], cache: dict[fx.Node, Any], *, max_groups: int,
@@ -246,7 +270,7 @@ def bytes_per_position(plan: dict[fx.Node, NodePlan], cache: dict[fx.Node, Any])
             continue
         channels = value.shape[1] if value.dim() > 1 else 1
         total += channels * p.box.size[0] * p.box.size[1] * value.element_size()
-        if p.spec.kind in (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL):
+        if p.spec.kind in WINDOWED_KINDS:
             kernel, stride, dilation = p.spec.kernel, p.spec.stride, p.spec.dilation
             side = [(p.box.size[i] - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 for i in range(2)]
             crop = max(crop, cache[node.args[0]].shape[1] * side[0] * side[1] * (value.element_size() + 8))
