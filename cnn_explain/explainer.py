@@ -184,7 +184,7 @@ class Explainer:
 
         return arithmetic(self.model, self.prepare(x), layer, channel, h, w, index=index)
 
-    def receptive_field(self, layer: LayerSpec, h: int, w: int, *, input_shape: Sequence[int] = (3, 32, 32)) -> Box:
+    def receptive_field(self, layer: LayerSpec, h: int, w: int, *, input_shape: Sequence[int] | None = None) -> Box:
         """Inclusive input box seen by output ``(h, w)`` of ``layer``. See :func:`cnn_explain.layers.receptive_field`."""
         from .layers import receptive_field
 
