@@ -32,6 +32,8 @@ import functools
 import gzip
 import os
 import pickle
+import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -162,11 +164,7 @@ class ImageFolder(Dataset):
         self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not self.classes:
             raise ValueError(f"root={str(root)!r} has no subfolders; expected one subfolder per class")
-        exts = tuple(e.lower() for e in extensions)
-        self.samples = [(f, label) for label, c in enumerate(self.classes)
-                        for f in sorted((self.root / c).iterdir()) if f.is_file() and f.suffix.lower() in exts]
-        if not self.samples:
-            raise ValueError(f"root={str(root)!r}: no image files ({', '.join(exts)}) in its class subfolders")
+        self.samples = _folder_samples(self.root, self.classes, tuple(e.lower() for e in extensions))
         self.targets = [label for _, label in self.samples]
 
     def __len__(self) -> int:
@@ -174,15 +172,69 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return load_image(path, size=self.size, mode=self.mode), label
+        try:
+            return load_image(path, size=self.size, mode=self.mode), label
+        except ValueError as exc:  # a corrupt or truncated image file: say which one, in which folder
+            raise ValueError(f"ImageFolder {str(self.root)!r}: {path} is not a readable image ({exc}); "
+                             "repair or remove it") from exc
+
+
+def _folder_samples(root: Path, classes: list[str], exts: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """``(file, label)`` of every image (by its suffix) in the class folders, sorted; other files are ignored.
+
+    Raises:
+        ValueError: naming the folder: a class folder without image files.
+    """
+    samples: list[tuple[Path, int]] = []
+    for label, c in enumerate(classes):
+        files = sorted(f for f in (root / c).iterdir() if f.is_file() and not f.name.startswith("."))
+        images = [f for f in files if f.suffix.lower() in exts]
+        if not images:
+            raise ValueError(f"ImageFolder {str(root)!r}: the class folder {str(root / c)!r} holds no image files "
+                             f"({', '.join(exts)}); remove the folder or add its images")
+        samples += [(f, label) for f in images]
+    return samples
 
 
 # --------------------------------------------------------------------------- CIFAR-10
+#: The only globals a CIFAR-10 batch refers to: NumPy's array / dtype / scalar reconstruction, and
+#: ``_codecs.encode``, with which protocol-2 pickles written by Python 3 rebuild ``bytes`` (a pure data codec).
+_CIFAR_GLOBALS = frozenset({
+    ("_codecs", "encode"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, tuples, bytes, str, numbers and NumPy arrays.
+
+    Any other global (``os.system``, ``builtins.eval``, a class of the file's
+    choosing) is refused, so a crafted file cannot run code.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never holds "
+                                         "(only NumPy arrays, dicts, lists, bytes, str and numbers are allowed)")
+        with warnings.catch_warnings():  # numpy.core is a deprecated alias of numpy._core in NumPy 2
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
+    """A CIFAR-10 pickle -> dict with str keys, through :class:`_CifarUnpickler` (no code runs).
+
+    Raises:
+        ValueError: naming ``path``: unreadable, truncated, not a dict, or refers to anything but NumPy arrays.
+    """
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")  # noqa: S301 - the user's own local file
-    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+            d = _CifarUnpickler(f, encoding="bytes").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError) as exc:
         raise ValueError(f"{str(path)!r} is not a CIFAR-10 python batch: {exc}") from exc
     if not isinstance(d, dict):
         raise ValueError(f"{str(path)!r} is not a CIFAR-10 python batch (expected a pickled dict)")
@@ -254,16 +306,25 @@ def _read_idx(path: PathLike, argname: str, ndim: int) -> np.ndarray:
     with open(p, "rb") as f:
         raw = f.read()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:  # truncated or corrupt .gz
+            raise ValueError(f"{argname}={str(path)!r} is a damaged gzip file (truncated or corrupt: {exc}); "
+                             "download or decompress it again") from exc
     expected = 0x0800 + ndim
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != ndim:
         magic = f"0x{int.from_bytes(raw[:4], 'big'):08X}" if len(raw) >= 4 else "missing"
         raise ValueError(f"{argname}={str(path)!r} is not an IDX file of unsigned bytes with {ndim} dims "
                          f"(magic number {magic}, expected 0x{expected:08X})")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{argname}={str(path)!r}: the IDX header is truncated ({len(raw)} bytes; "
+                         f"{header} needed for the magic number and {ndim} dimension sizes)")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    body = np.frombuffer(raw, dtype=np.uint8, offset=header)
     if body.size != int(np.prod(dims)):
-        raise ValueError(f"{argname}={str(path)!r}: header says {dims} but the file holds {body.size} values")
+        raise ValueError(f"{argname}={str(path)!r}: header says {dims} but the file holds {body.size} values "
+                         "(truncated or not this kind of file)")
     return body.reshape(dims)
 
 

@@ -1,9 +1,14 @@
 """The demo job: the whole toolkit on embedded data, in one report.
 
-``cnn-explain demo`` (and ``make demo``) trains seed 001's ``mnist_cnn`` on
-scikit-learn's handwritten digits (or reuses the cached checkpoint), explains a
-handful of test digits, embeds the test set, runs the style-transfer demo on the
-sample photos and writes the HTML report. Nothing is downloaded.
+``cnn-explain demo`` (and ``make demo``) trains the MNIST-style CNN
+(``mnist_cnn``) on scikit-learn's handwritten digits (or loads the cached
+checkpoint), prints its summary and test accuracy, explains a handful of test
+digits, embeds the test set, runs the style-transfer demo on the sample photos
+and writes the HTML report. Nothing is downloaded.
+
+Before each step it prints one line on stderr saying what it does (``[ 12.3s]
+step 2/4: ...``), then the report prints one line per section; every progress
+bar is labelled, and nothing moves the cursor, so a piped log reads in order.
 
 Example:
     >>> from cnn_explain.demo import run_demo
@@ -71,41 +76,88 @@ def _subset(dataset: Any, n: int | None):
 
 
 def run_demo(out: str | os.PathLike = "report", fast: bool = False, progress: bool = True,
-             cache_dir: str | os.PathLike | None = None) -> Path:
-    """Train (or load) the digits CNN, explain it, and write the report to ``out``.
+             cache_dir: str | os.PathLike | None = None, *, plan: DemoPlan | None = None) -> Path:
+    """Train (or load) the digits CNN, print its summary and test accuracy, explain it, write the report to ``out``.
 
     Args:
-        out: the report folder (replaced atomically).
+        out: the report folder: new, empty or a previous report (checked before any work;
+            see :func:`cnn_explain.report.check_out_folder`).
         fast: the ``--fast`` plan: fewer images and points, PCA + t-SNE only, a tiny style transfer.
-        progress: show progress bars (and the steps on stderr).
+        progress: print each step on stderr and show progress bars.
         cache_dir: where the trained checkpoint is cached (default: the library's cache folder).
+        plan: settings that replace the ``fast`` / full plan (e.g. tiny ones for tests).
 
     Returns:
         The path of the report's ``index.html``.
     """
+    from .report import check_out_folder
+    from .train import digits_checkpoint_path
+
+    plan = plan or demo_plan(fast)
+    out = check_out_folder(out)
+    say = _Steps(progress, total=3)
+    cached = digits_checkpoint_path(cache_dir=cache_dir)
+    if cached.is_file():
+        say(f"loading the trained MNIST-style CNN from {cached}")
+    else:
+        say("training the MNIST-style CNN on scikit-learn's digits (once, about 15 s; the result is cached "
+            f"in {cached.parent})")
+    model, accuracy = _model_and_accuracy(cache_dir, progress, say)
+    points = "all" if plan.embed_points is None else plan.embed_points
+    say(f"writing the report to {out}: explaining {plan.n_images} test digits, embedding {points} test digits "
+        f"({', '.join(plan.embed_methods)}), style transfer on two sample photos; one line per section follows")
+    path = _report(model, accuracy, out, plan, progress)
+    say(f"done in {say.elapsed():.0f} s; open {path}", step=False)
+    return path
+
+
+class _Steps:
+    """Prints ``[  3.1s] step k/n: what`` lines on stderr (nothing when ``enabled`` is False)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total, self.done, self.t0 = enabled, total, 0, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def __call__(self, message: str, step: bool = True) -> None:
+        if step:
+            self.done += 1
+            message = f"step {self.done}/{self.total}: {message}"
+        if self.enabled:
+            print(f"[{self.elapsed():6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _model_and_accuracy(cache_dir: str | os.PathLike | None, progress: bool, say: _Steps) -> tuple[Any, float]:
+    """The trained digits CNN; its summary and test accuracy are printed on stdout (once)."""
+    from .data import load_digits
+    from .summary import summarize
+    from .train import evaluate, pretrained_digits_cnn
+
+    model = pretrained_digits_cnn(cache_dir=cache_dir, progress=progress)
+    test = load_digits("test")
+    say(f"measuring its accuracy on the {len(test)} test digits")
+    accuracy = evaluate(model, test)
+    print(summarize(model, (1, 28, 28)), flush=True)
+    print(f"\nTest accuracy on scikit-learn's digits ({len(test)} images): {accuracy:.2%}\n", flush=True)
+    return model, accuracy
+
+
+def _report(model: Any, accuracy: float, out: Path, plan: DemoPlan, progress: bool) -> Path:
     from . import explain
     from .data import DIGIT_CLASSES, load_digits, sample_image
     from .report import write_report
-    from .train import evaluate, pretrained_digits_cnn
 
-    plan, t0 = demo_plan(fast), time.perf_counter()
-    say = (lambda msg: print(f"[{time.perf_counter() - t0:5.1f}s] {msg}", file=sys.stderr)) if progress else (
-        lambda msg: None)
-    say("training mnist_cnn on the scikit-learn digits (or loading the cached checkpoint)")
-    model = pretrained_digits_cnn(cache_dir=cache_dir, progress=progress)
     test = load_digits("test")
-    accuracy = evaluate(model, test)
-    say(f"test accuracy {accuracy:.1%} on {len(test)} digits; writing the report")
     images, names = _pick_images(test, plan.n_images)
-    ex = explain(model, class_names=list(DIGIT_CLASSES))
     style = {"content": sample_image("china"), "style": sample_image("flower"),
              "size": plan.style_size, "steps": plan.style_steps}
     result = write_report(
-        ex, images, data=_subset(test, plan.embed_points), out=out, names=names, progress=progress,
+        explain(model, class_names=list(DIGIT_CLASSES)), images, data=_subset(test, plan.embed_points), out=out,
+        names=names, progress=progress,
         title=f"cnn_explain demo: mnist_cnn on the scikit-learn digits (test accuracy {accuracy:.1%})",
         embed_methods=plan.embed_methods, maximize_steps=plan.maximize_steps,
         maximize_channels=plan.maximize_channels,
         occlusion_window=plan.occlusion_window, occlusion_stride=plan.occlusion_stride, style=style,
     )
-    say(f"done in {time.perf_counter() - t0:.0f} s")
     return result.path

@@ -37,7 +37,7 @@ from ._utils import model_device, positive_int, progress_bar
 from .hooks import _check_model, preserved, select_output
 
 __all__ = ["History", "fit", "evaluate", "save_checkpoint", "load_checkpoint", "pretrained_digits_cnn",
-           "DIGITS_SETTINGS"]
+           "digits_checkpoint_path", "DIGITS_SETTINGS"]
 
 # Settings of pretrained_digits_cnn: ~11 s of CPU time, 96.4 % test accuracy (seeds 0, 1, 2).
 DIGITS_SETTINGS: dict[str, Any] = {"epochs": 4, "lr": 2e-3, "optimizer": "adam", "batch_size": 16,
@@ -156,7 +156,7 @@ def fit(model: nn.Module, train_data: Any, *, epochs: int, lr: float, optimizer:
     threads = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(positive_int(num_threads, "num_threads"))
-    bar = progress_bar(total=steps, enabled=progress, desc="fit", unit="batch")
+    bar = progress_bar(total=steps, enabled=progress, desc=f"training ({epochs} epochs)", unit="batch")
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -270,9 +270,18 @@ def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "cnn_explain"
 
 
+def digits_checkpoint_path(*, cache_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """Where :func:`pretrained_digits_cnn` caches its checkpoint (named after the settings, seed and torch version).
+
+    The file exists once the model has been trained; nothing is created here.
+    """
+    key = json.dumps({**DIGITS_SETTINGS, "seed": seed, "torch": torch.__version__}, sort_keys=True)
+    return _cache_dir(cache_dir) / f"digits_cnn-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
 def pretrained_digits_cnn(*, cache_dir: str | os.PathLike | None = None, seed: int = 0,
                           progress: bool = False) -> nn.Module:
-    """Seed 001's :func:`~cnn_explain.models.mnist_cnn` trained on ``load_digits("train")``, in eval mode.
+    """The MNIST-style CNN (:func:`~cnn_explain.models.mnist_cnn`) trained on ``load_digits("train")``, in eval mode.
 
     The first call trains it (4 epochs of Adam with a cosine schedule: about 11 s
     of CPU time, 96.4 % test accuracy on the 450 test digits) and
@@ -283,8 +292,7 @@ def pretrained_digits_cnn(*, cache_dir: str | os.PathLike | None = None, seed: i
     from .data import load_digits
     from .models import mnist_cnn
 
-    key = json.dumps({**DIGITS_SETTINGS, "seed": seed, "torch": torch.__version__}, sort_keys=True)
-    path = _cache_dir(cache_dir) / f"digits_cnn-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    path = digits_checkpoint_path(cache_dir=cache_dir, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = mnist_cnn()

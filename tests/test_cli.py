@@ -94,22 +94,26 @@ def test_train_writes_checkpoint(tmp_path, capsys, monkeypatch):
                      "--input-shape", "1,28,28"]) == 0
 
 
-def test_demo_prints_summary_accuracy_and_writes_report(tmp_path, capsys, monkeypatch):
-    """Wiring only: the full demo report is tested in test_demo.py."""
+def test_demo_wiring_and_its_checks_before_any_work(tmp_path, capsys, monkeypatch):
+    """Wiring only: what the demo prints is tested in test_demo.py (through a pipe), the full report there too."""
     import cnn_explain.demo as demo
-    import cnn_explain.train as train
 
-    model = mnist_cnn().eval()
-    monkeypatch.setattr(train, "pretrained_digits_cnn", lambda **kw: model)  # the real one: test_train
     calls = []
     monkeypatch.setattr(demo, "run_demo", lambda **kw: calls.append(kw) or tmp_path / "r" / "index.html")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["demo", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "(3×3×1+1)×32 = 320" in out and "Test accuracy" in out and "index.html" in out
+    assert "index.html" in capsys.readouterr().out
     assert calls == [dict(out="report", fast=False, progress=False, cache_dir=None)]
     assert cli.main(["demo", "--out", str(tmp_path / "r"), "--fast", "--quiet"]) == 0
     assert calls[-1] == dict(out=str(tmp_path / "r"), fast=True, progress=False, cache_dir=None)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    (tmp_path / "afile").write_text("x")
+    for argv, message in ((["--out", "mine"], "--out 'mine' is a folder that is not a cnn_explain report"),
+                          (["--cache-dir", "afile"], "--cache-dir afile is a file")):
+        assert cli.main(["demo", *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert len(calls) == 2 and (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
 
 def test_every_subcommand_is_listed(capsys):

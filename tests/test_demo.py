@@ -46,3 +46,41 @@ def test_demo_plans():
     full, fast = demo_plan(False), demo_plan(True)
     assert set(full.embed_methods) == {"pca", "tsne", "umap"} and "umap" not in fast.embed_methods
     assert fast.style_steps < full.style_steps and fast.maximize_steps < full.maximize_steps
+
+
+TINY_PLAN = ("DemoPlan(n_images=1, embed_methods=('pca',), embed_points=30, maximize_steps=2, maximize_channels=2, "
+             "occlusion_window=14, occlusion_stride=14, style_size=16, style_steps=1)")
+
+
+@pytest.mark.slow
+def test_a_piped_demo_log_reads_in_order(tmp_path):
+    """The demo's steps with tiny settings, stdout and stderr through one pipe, as `make demo | tee log` sees them."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from cnn_explain.demo import run_demo, DemoPlan\n"
+            f"run_demo(out={str(tmp_path / 'report')!r}, cache_dir={str(tmp_path / 'cache')!r}, plan={TINY_PLAN})\n")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                       timeout=600)
+    log = r.stdout.decode("utf-8", "replace")
+    assert r.returncode == 0, log
+    assert "\x1b[A" not in log and "\x1b[" not in log, "escape codes in a piped log"
+    lines = log.splitlines()
+
+    def first(text: str) -> int:
+        found = [i for i, line in enumerate(lines) if text in line]
+        assert found, f"{text!r} not in the log:\n{log}"
+        return found[0]
+
+    order = [first("step 1/3: training the MNIST-style CNN"), first("training (4 epochs)"),
+             first("step 2/3: measuring its accuracy"), first("Total params"), first("Test accuracy"),
+             first("step 3/3: writing the report"), first("report [1/9] Model summary"),
+             first("report [8/9] Embeddings"), first("report [9/9] Style transfer"), first("done in")]
+    assert order == sorted(order), log
+    assert log.count("Test accuracy") == 1 and (tmp_path / "report" / "index.html").is_file()
+    # a second run loads the checkpoint and says so
+    r = subprocess.run([sys.executable, "-c", code.replace("report'", "report2'")], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, env=env, timeout=600)
+    assert r.returncode == 0 and "step 1/3: loading the trained MNIST-style CNN from" in r.stdout.decode()

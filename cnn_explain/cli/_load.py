@@ -1,23 +1,26 @@
 """Loading what the subcommands work on: the model, the explainer, image files and folders; saving figures.
 
-A model comes from ``--model pkg.module:factory`` (a function or class called
-with no arguments; ``--weights ckpt.pt`` loads a state dict into it) or
-``--model digits`` (the trained digits CNN). Images are files, converted to the
-model's channel count, resized to ``--input-size`` and scaled to ``[0, 1]``
-(``--mean``/``--std`` normalize them further). Mistakes raise :class:`UsageError`,
-which :func:`cnn_explain.cli.main` reports on one line (exit status 2).
+A model comes from ``--model pkg.module:factory`` or ``--model path/to/file.py:factory``
+(a function or class called with no arguments; this runs the user's own code, by
+design; ``--weights ckpt.pt`` loads a state dict into it) or ``--model digits``
+(the MNIST-style CNN trained on scikit-learn's digits); see :mod:`._model`.
+Images are files, converted to the model's channel count, resized to
+``--input-size`` and scaled to ``[0, 1]`` (``--mean``/``--std`` normalize them
+further); they must fit the model (a forward pass is tried before the long work).
+Outputs are checked before any work. Mistakes raise :class:`UsageError`, which
+:func:`cnn_explain.cli.main` reports on one line (exit status 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._model import load_model
 from ._options import DIGITS
 from ._registry import UsageError
 
@@ -28,61 +31,40 @@ if TYPE_CHECKING:
 
     from ..explainer import Explainer
 
-__all__ = ["load_model", "input_spec", "image_transform", "make_explainer", "load_images", "load_folder", "save_figure"]
+__all__ = ["load_model", "input_spec", "image_transform", "make_explainer", "load_images", "load_folder",
+           "save_figure", "check_out_file", "check_out_report", "target", "labelled"]
 
 
-# --------------------------------------------------------------------------- loading
-def load_model(spec: str, weights: str | None = None) -> nn.Module:
-    """``'pkg.module:factory'`` (or ``'digits'``) -> an ``nn.Module`` in eval mode, with ``weights`` loaded.
+# --------------------------------------------------------------------------- outputs
+def check_out_file(out: str | None, what: str = "figure") -> None:
+    """Check ``--out`` before any work: not a folder, a file type Matplotlib / Pillow writes, a usable parent.
 
-    ``factory`` may be dotted (``pkg.module:Class.build``) and is called with no
-    arguments. Every failure is a :class:`UsageError` whose message names the
-    option (``--model`` / ``--weights``); the CLI turns it into exit code 2.
+    Nothing is created. Raises :class:`UsageError` naming ``--out``.
     """
-    if spec == DIGITS:
-        from ..train import pretrained_digits_cnn
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name, e.g. {Path(out) / ('x.png')}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    if what == "figure":
+        from matplotlib.figure import Figure
 
-        model = pretrained_digits_cnn(progress=False)
-    else:
-        model = _build_model(spec)
-    if weights is not None:
-        from ..train import load_checkpoint
-
-        if not Path(weights).is_file():
-            raise UsageError(f"--weights: no such file: {weights}")
-        try:
-            load_checkpoint(model, weights)
-        except ValueError as exc:
-            raise UsageError(f"--weights: the checkpoint does not fit the model ({exc})") from None
-    return model.eval()
+        kinds = Figure().canvas.get_supported_filetypes()
+        if path.suffix.lower().lstrip(".") not in kinds:
+            raise UsageError(f"--out {out}: cannot tell the image format from {path.suffix or 'no suffix'!r}; "
+                             "end the name with .png (or .pdf, .svg, .jpg)")
 
 
-def _build_model(spec: str) -> nn.Module:
-    from torch import nn
+def check_out_report(out: str) -> None:
+    """Check the report folder ``--out`` before any work (see :func:`cnn_explain.report.check_out_folder`)."""
+    from ..report import check_out_folder
 
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError("--model must be module:factory, i.e. pkg.module:factory "
-                         f"(e.g. cnn_explain.models:cifar10_cnn) or 'digits', got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # the user's own modules, as `python -m` would find them
-    try:
-        factory = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"--model: cannot load it: cannot import module {module_name!r}: {exc}") from None
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise UsageError(f"--model: cannot load it: module {module_name!r} has no attribute {attr!r}")
-    if not callable(factory):
-        raise UsageError(f"--model: {spec!r} is not callable (expected a function returning an nn.Module)")
-    try:
-        model = factory()
-    except Exception as exc:  # the user's factory: report it as a usage error, not a traceback
-        raise UsageError(f"--model: {spec}() raised {type(exc).__name__}: {exc}") from None
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"--model: {spec}() returned a {type(model).__name__}, expected a torch.nn.Module")
-    return model
+    check_out_folder(out, argname="out")  # its ValueError says "out=...": main() puts it as --out
 
 
 def image_transform(channels: int, size: int | None, mean: Sequence[float] | None,
@@ -116,6 +98,8 @@ def input_spec(args: argparse.Namespace, model: Any) -> tuple[int, int | None]:
 
 def make_explainer(args: argparse.Namespace) -> Explainer:
     """The model, its class names and the image transform from the shared options."""
+    import torch
+
     from .. import explain
 
     model = load_model(args.model, args.weights)
@@ -133,18 +117,119 @@ def make_explainer(args: argparse.Namespace) -> Explainer:
         from ..data import DIGIT_CLASSES
 
         classes = list(DIGIT_CLASSES)
-    return explain(model, class_names=classes, transform=image_transform(channels, size, args.mean, args.std))
+    ex = explain(model, class_names=classes, transform=image_transform(channels, size, args.mean, args.std))
+    if args.classes and size is not None:  # the size is known: check --classes now, before any other work
+        _check_fits(ex, ex.prepare(torch.zeros(1, channels, size, size), argname="--input-size"), size, args.classes)
+    return ex
 
 
-def load_images(ex: Explainer, paths: Sequence[str]) -> torch.Tensor:
-    """Image files -> an ``(N, C, H, W)`` batch through the explainer's transform (all the same size)."""
+def load_images(ex: Explainer, paths: Sequence[str], input_size: int | None = None,
+                classes_file: str | None = None) -> torch.Tensor:
+    """Image files -> an ``(N, C, H, W)`` batch through the explainer's transform, checked against the model.
+
+    Args:
+        ex: the explainer (its transform resizes to ``--input-size`` when given).
+        paths: the image files.
+        input_size: ``--input-size`` (None: images keep their size, so they must all have the same one).
+        classes_file: ``--classes`` (its names are counted against the model's outputs).
+
+    Raises:
+        UsageError: a missing file, images of different sizes without ``--input-size``,
+            images the model cannot take (the message says which ``--input-size`` fits), or
+            a ``--classes`` file with the wrong number of names.
+    """
     for p in paths:
         if not Path(p).is_file():
             raise UsageError(f"--images: no such file: {p}")
+    if input_size is None:
+        _check_same_size(paths)
     from ..images import to_batch
 
     x = to_batch(list(paths), argname="--images", transform=ex.transform)  # not an image: ValueError naming it
-    return ex.prepare(x, argname="--images")  # on the model's device, channels checked
+    x = ex.prepare(x, argname="--images")  # on the model's device, channels checked
+    _check_fits(ex, x, input_size, classes_file)
+    return x
+
+
+def _check_same_size(paths: Sequence[str]) -> None:
+    from PIL import Image
+
+    sizes = {}
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                sizes[p] = im.size
+        except OSError:
+            return  # not an image: to_batch says so, naming the file
+    if len(set(sizes.values())) > 1:
+        shown = ", ".join(f"{Path(p).name} {w}×{h}" for p, (w, h) in list(sizes.items())[:4])
+        raise UsageError(f"--images have different sizes ({shown}); pass --input-size S to resize them all to S×S")
+
+
+#: sizes tried when the images do not fit the model, to tell the user which --input-size does
+_COMMON_SIZES = (28, 32, 64, 96, 112, 128, 224, 227, 256, 299)
+#: a photo larger than this, kept at full size, makes occlusion and the report slow: say so
+_LARGE = 256
+
+
+def _forward(ex: Explainer, x: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    from ..hooks import select_output
+
+    with torch.no_grad():
+        return select_output(ex.model(x))
+
+
+def _check_fits(ex: Explainer, x: torch.Tensor, input_size: int | None, classes_file: str | None) -> None:
+    """One forward pass of one image: it must run, and give one output per name in ``--classes``."""
+    import torch
+
+    h, w = x.shape[-2:]
+    try:
+        out = _forward(ex, x[:1])
+    except RuntimeError as exc:
+        fits = None
+        for s in _COMMON_SIZES:
+            try:
+                _forward(ex, torch.zeros(1, x.shape[1], s, s, dtype=x.dtype, device=x.device))
+            except RuntimeError:
+                continue
+            fits = s
+            break
+        if fits is None:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UsageError(f"--images: the model cannot take {h}×{w} images ({first}); pass --input-size "
+                             "with the size it was trained on") from None
+        raise UsageError(f"--images are {h}×{w} but the model expects {fits}×{fits}; pass --input-size {fits}") from None
+    if classes_file and ex.class_names is not None and out.ndim == 2 and out.shape[1] != len(ex.class_names):
+        raise UsageError(f"--classes: {classes_file} has {len(ex.class_names)} names but the model has "
+                         f"{out.shape[1]} outputs; give one name per output, in order")
+    if input_size is None and max(h, w) > _LARGE:
+        print(f"cnn-explain: note: the images are kept at {h}×{w} (no --input-size); occlusion and the report "
+              f"take much longer at this size: pass --input-size (e.g. 224) to resize them", file=sys.stderr)
+
+
+def target(ex: Explainer, text: str | None) -> int | None:
+    """``--target``: a class index, or a class name from ``--classes`` (None: the predicted class)."""
+    if text is None:
+        return None
+    if text.strip().isdigit():
+        return int(text)
+    names = list(ex.class_names or [])
+    if text in names:
+        return names.index(text)
+    if not names:
+        raise UsageError(f"--target {text!r}: a class name needs --classes NAMES.txt; or give a class index")
+    shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    raise UsageError(f"--target {text!r} is not a class name ({shown}) nor a class index")
+
+
+def labelled(plot: Callable[..., Any], names: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+    """``plot(*args, **kwargs)``, with ``labels=names`` (the images' file names) when ``plot`` takes labels."""
+    if "labels" in inspect.signature(plot).parameters:
+        kwargs["labels"] = list(names)
+    return plot(*args, **kwargs)
 
 
 def load_folder(args: argparse.Namespace, ex: Explainer, folder: str) -> Dataset:

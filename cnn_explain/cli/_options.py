@@ -53,10 +53,17 @@ def input_shape(text: str) -> tuple[int, int, int]:
 
 
 def add_model(p: Target, default: str = DIGITS) -> None:
-    """``--model MODULE:FACTORY`` (or ``digits``) and ``--weights CKPT``; see :func:`cnn_explain.cli._load.load_model`."""
+    """``--model MODULE:FACTORY`` (or ``FILE.py:FACTORY``, or ``digits``) and ``--weights CKPT``.
+
+    See :func:`cnn_explain.cli._load.load_model`.
+    """
     p.add_argument("--model", default=default, metavar="MODULE:FACTORY",
-                   help="'pkg.module:factory' returning an nn.Module, or 'digits' (the trained digits CNN)")
-    p.add_argument("--weights", metavar="CKPT", help="state dict (or checkpoint) to load into the model")
+                   help="'pkg.module:factory' or 'path/to/file.py:factory' (a function or class returning an "
+                        "nn.Module; this imports and runs that code, as python would), or 'digits' (the "
+                        "MNIST-style CNN trained on scikit-learn's digits)")
+    p.add_argument("--weights", metavar="CKPT",
+                   help="state dict (or checkpoint) to load into the model, read with torch.load(weights_only=True) "
+                        "(default: the factory's own weights)")
 
 
 def add_images(p: Target, nargs: str | int = "+") -> None:
@@ -67,14 +74,18 @@ def add_images(p: Target, nargs: str | int = "+") -> None:
 def add_input_size(p: Target) -> None:
     """``--input-size S`` and the ``--mean`` / ``--std`` normalization applied after it."""
     p.add_argument("--input-size", type=pos_int, metavar="S",
-                   help="resize images to S×S (default: 28 for digits, else keep)")
-    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean subtracted after scaling to [0, 1]")
-    p.add_argument("--std", type=float, nargs="+", help="per-channel std divided by after --mean")
+                   help="resize images to S×S (default: 28 for digits, else each image's own size)")
+    p.add_argument("--mean", type=float, nargs="+", metavar="M",
+                   help="per-channel mean subtracted after scaling to [0, 1] (default: none)")
+    p.add_argument("--std", type=float, nargs="+", metavar="S",
+                   help="per-channel std divided by after --mean (default: none)")
 
 
 def add_classes(p: Target) -> None:
     """``--classes NAMES.txt``: class names, one per line."""
-    p.add_argument("--classes", metavar="NAMES.txt", help="class names, one per line")
+    p.add_argument("--classes", metavar="NAMES.txt",
+                   help="class names, one per line, as many as the model has outputs "
+                        "(default: digits 0-9 for digits, else class indices)")
 
 
 def add_model_inputs(p: argparse.ArgumentParser, images: str | int | None = "+") -> None:
@@ -89,7 +100,7 @@ def add_model_inputs(p: argparse.ArgumentParser, images: str | int | None = "+")
 
 def add_out(p: argparse.ArgumentParser, default: str | None, help: str = "output file") -> None:
     """``--out PATH`` with ``default`` (``None``: nothing is written unless given)."""
-    p.add_argument("--out", default=default, help=help)
+    p.add_argument("--out", default=default, metavar="PATH", help=help)
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:

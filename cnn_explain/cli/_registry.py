@@ -21,11 +21,12 @@ MESSAGE`` on stderr and returns 2, as argparse does for the mistakes it finds.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Command", "COMMANDS", "UsageError", "command", "build_parser", "parser_for", "main"]
+__all__ = ["Command", "COMMANDS", "UsageError", "command", "build_parser", "parser_for", "main", "cli_words"]
 
 PROG = "cnn-explain"
 DESCRIPTION = ("Explain a PyTorch CNN: its arithmetic, feature maps, saliency, occlusion, embeddings, "
@@ -82,11 +83,15 @@ def command(name: str, *, help: str, arguments: AddArguments) -> Callable[[Run],
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows an option's default, unless it is None / False or its help already says it."""
+    """Shows an option's default once: not when it is None / False / empty, nor when the help already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False or "default" in (action.help or ""):
-            return action.help
+        text = action.help or ""
+        if (action.default in (None, False, argparse.SUPPRESS) or action.default == [] or "default" in text.lower()
+                or not action.option_strings):
+            return text
+        if isinstance(action.default, (list, tuple)):  # "(default: pca tsne umap)", as it is typed
+            return f"{text} (default: {' '.join(map(str, action.default))})"
         return super()._get_help_string(action)
 
 
@@ -169,4 +174,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except (UsageError, ValueError, TypeError) as exc:  # the library names the argument in these
-        return _usage_error(subparsers[args.command], str(exc))
+        sub = subparsers[args.command]
+        return _usage_error(sub, cli_words(str(exc), sub))
+
+
+def cli_words(message: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` with the library's argument names as the command's options: ``layer='x'`` -> ``--layer 'x'``.
+
+    The one place where a capability's error (which names its Python argument) is
+    put in command-line words. An argument name is translated where it is
+    followed by ``=`` (``layer='x'``, ``images[1]='a.png'``), by ``must`` or by
+    ``:`` and is the name of one of ``parser``'s options.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); _ = p.add_argument("--input-size")
+        >>> cli_words("input_size=0 must be positive", p)
+        '--input-size 0 must be positive'
+    """
+    options = {a.dest: max(a.option_strings, key=len) for a in parser._actions
+               if a.option_strings and a.dest not in (argparse.SUPPRESS, "help")}
+    if not options:
+        return message
+    names = "|".join(sorted(map(re.escape, options), key=len, reverse=True))
+    pattern = re.compile(r"(?<![\w.\-\[])(" + names + r")(?:\[\d+\])?(?:=|(?=\s+must\b)|(?=:))")
+
+    def option(m: re.Match) -> str:
+        return options[m.group(1)] + (" " if m.group(0).endswith("=") else "")
+
+    return pattern.sub(option, message)

@@ -1,11 +1,14 @@
 """Capability subcommands of ``cnn-explain``: ``report``, ``occlusion``, ``saliency``, ``grad-cam``,
 ``maximize``, ``arithmetic`` and ``embed`` (``style`` is in :mod:`cnn_explain.cli.style`).
 
-Every command takes the model as ``--model pkg.module:factory`` (``--weights
-ckpt.pt`` loads a state dict into it) or ``--model digits`` (the default: seed
-001's ``mnist_cnn`` trained on the embedded digits, cached after the first run).
-Figure commands save one PNG (``--out fig.png``); ``report`` writes a folder.
-``--help`` on any of them lists its options; bad arguments exit with status 2.
+Every command takes the model as ``--model pkg.module:factory`` or ``--model
+path/to/file.py:factory`` (this imports and runs that code, by design: give only
+code you trust; ``--weights ckpt.pt`` loads a state dict into it) or ``--model
+digits`` (the default: the MNIST-style CNN trained on scikit-learn's digits,
+cached after the first run). Figure commands save one PNG (``--out fig.png``);
+``report`` writes a folder. ``--out`` and every input are checked before the
+long work starts. ``--help`` on any of them lists its options; bad arguments
+exit with status 2 with one line that says what to change.
 
 Example:
     $ cnn-explain occlusion --model mypkg.nets:small_cnn --weights small.pt \\
@@ -17,9 +20,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from ._load import input_spec, load_folder, load_images, make_explainer, save_figure
+from ._load import (check_out_file, check_out_report, input_spec, labelled, load_folder, load_images,
+                    make_explainer, save_figure, target)
 from ._options import DIGITS, add_model_inputs, add_out, add_quiet, nonneg_int, pos_int
 from ._registry import UsageError, command
 
@@ -27,23 +32,26 @@ __all__: list[str] = []
 
 
 def _out(p: argparse.ArgumentParser, default: str) -> None:
-    add_out(p, default)
+    add_out(p, default, help="where to save the figure")
     add_quiet(p)
 
 
 # --------------------------------------------------------------------------- report
 def _report_args(p: argparse.ArgumentParser) -> None:
     add_model_inputs(p)
-    p.add_argument("--data", metavar="FOLDER", help="labelled image folder (one sub-folder per class) to embed")
-    p.add_argument("--sections", nargs="+", metavar="KEY", help="only these sections")
-    p.add_argument("--embed-methods", nargs="+", choices=("pca", "tsne", "umap"), default=["pca", "tsne", "umap"])
-    p.add_argument("--maximize-steps", type=pos_int, default=64)
-    p.add_argument("--occlusion-window", type=pos_int, default=8)
-    p.add_argument("--occlusion-stride", type=pos_int, default=4)
-    p.add_argument("--style", nargs=2, metavar=("CONTENT", "STYLE"), help="add a style-transfer section")
-    p.add_argument("--style-steps", type=pos_int, default=100)
-    p.add_argument("--style-size", type=pos_int, default=128)
-    add_out(p, "report", help="report folder")
+    p.add_argument("--data", metavar="FOLDER",
+                   help="labelled image folder (one sub-folder per class) to embed (default: no embeddings)")
+    p.add_argument("--sections", nargs="+", metavar="KEY", help="only these sections (default: all)")
+    p.add_argument("--embed-methods", nargs="+", choices=("pca", "tsne", "umap"), default=["pca", "tsne", "umap"],
+                   help="projections of the embeddings section")
+    p.add_argument("--maximize-steps", type=pos_int, default=64, help="optimizer steps of activation maximization")
+    p.add_argument("--occlusion-window", type=pos_int, default=8, help="occluding square side, pixels")
+    p.add_argument("--occlusion-stride", type=pos_int, default=4, help="step between squares, pixels")
+    p.add_argument("--style", nargs=2, metavar=("CONTENT", "STYLE"),
+                   help="two image files: add a style-transfer section (default: none)")
+    p.add_argument("--style-steps", type=pos_int, default=100, help="optimizer steps of the style transfer")
+    p.add_argument("--style-size", type=pos_int, default=128, help="working size of the style transfer, pixels")
+    add_out(p, "report", help="report folder: new, empty or a previous report (other folders are refused)")
     add_quiet(p)
 
 
@@ -55,8 +63,9 @@ def _load_data(args: argparse.Namespace, ex: Any) -> Any:
 def run_report(args: argparse.Namespace) -> int:
     from ..report import write_report
 
+    check_out_report(args.out)
     ex = make_explainer(args)
-    load_images(ex, args.images)  # checks every file before the long work starts
+    load_images(ex, args.images, args.input_size, args.classes)  # checks every file before the long work starts
     style = None
     if args.style:
         style = {"content": args.style[0], "style": args.style[1], "steps": args.style_steps,
@@ -71,7 +80,8 @@ def run_report(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- attribution
 def _target_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", type=nonneg_int, help="class to explain (default: the predicted class)")
+    p.add_argument("--target", metavar="CLASS",
+                   help="class to explain: an index, or a name from --classes (default: the predicted class)")
 
 
 def _occlusion_args(p: argparse.ArgumentParser) -> None:
@@ -79,40 +89,49 @@ def _occlusion_args(p: argparse.ArgumentParser) -> None:
     _target_arg(p)
     p.add_argument("--window", type=pos_int, default=8, help="occluding square side, pixels")
     p.add_argument("--stride", type=pos_int, default=4, help="step between squares, pixels")
-    p.add_argument("--measure", choices=("prob", "logit"), default="prob")
+    p.add_argument("--measure", choices=("prob", "logit"), default="prob",
+                   help="score whose drop is mapped: softmax probability or logit")
     _out(p, "occlusion.png")
 
 
-def _draw_attribution(ex: Any, results: list[Any], out: str) -> int:
+def _draw_attribution(args: argparse.Namespace, results: list[Any]) -> int:
     from ..plotting import attribution_grid
 
-    save_figure(attribution_grid(results), out)
+    names = [Path(p).name for p in args.images]  # each input labelled by its file name
+    save_figure(labelled(attribution_grid, names, results), args.out)
     return 0
+
+
+def _explain_images(args: argparse.Namespace) -> tuple[Any, Any, int | None]:
+    """``--out`` checked, then the explainer, the images and the target."""
+    check_out_file(args.out)
+    ex = make_explainer(args)
+    x = load_images(ex, args.images, args.input_size, args.classes)
+    return ex, x, target(ex, args.target)
 
 
 @command("occlusion", help="Occlusion heatmap (Zeiler & Fergus 2014).", arguments=_occlusion_args)
 def run_occlusion(args: argparse.Namespace) -> int:
-    ex = make_explainer(args)
-    x = load_images(ex, args.images)
-    res = ex.occlusion(x, target=args.target, window=args.window, stride=args.stride, measure=args.measure,
+    ex, x, tgt = _explain_images(args)
+    res = ex.occlusion(x, target=tgt, window=args.window, stride=args.stride, measure=args.measure,
                        progress=not args.quiet)
-    return _draw_attribution(ex, [res], args.out)
+    return _draw_attribution(args, [res])
 
 
 def _saliency_args(p: argparse.ArgumentParser) -> None:
     add_model_inputs(p)
     _target_arg(p)
-    p.add_argument("--method", choices=("gradient", "guided", "deconv"), default="guided")
+    p.add_argument("--method", choices=("gradient", "guided", "deconv"), default="guided",
+                   help="plain gradient, guided backpropagation or deconvnet")
     p.add_argument("--smooth", type=nonneg_int, default=0, help="SmoothGrad samples (0: off)")
     _out(p, "saliency.png")
 
 
 @command("saliency", help="Gradient / guided-backprop / deconvnet saliency.", arguments=_saliency_args)
 def run_saliency(args: argparse.Namespace) -> int:
-    ex = make_explainer(args)
-    x = load_images(ex, args.images)
-    res = ex.saliency(x, target=args.target, method=args.method, smooth=args.smooth, progress=not args.quiet)
-    return _draw_attribution(ex, [res], args.out)
+    ex, x, tgt = _explain_images(args)
+    res = ex.saliency(x, target=tgt, method=args.method, smooth=args.smooth, progress=not args.quiet)
+    return _draw_attribution(args, [res])
 
 
 def _cam_args(p: argparse.ArgumentParser) -> None:
@@ -125,19 +144,18 @@ def _cam_args(p: argparse.ArgumentParser) -> None:
 
 @command("grad-cam", help="Grad-CAM heatmap (Selvaraju et al. 2017).", arguments=_cam_args)
 def run_grad_cam(args: argparse.Namespace) -> int:
-    ex = make_explainer(args)
-    x = load_images(ex, args.images)
-    res = ex.grad_cam(x, target=args.target, layer=args.layer, guided=args.guided)
-    return _draw_attribution(ex, [res], args.out)
+    ex, x, tgt = _explain_images(args)
+    res = ex.grad_cam(x, target=tgt, layer=args.layer, guided=args.guided)
+    return _draw_attribution(args, [res])
 
 
 # --------------------------------------------------------------------------- inside the network
 def _maximize_args(p: argparse.ArgumentParser) -> None:
     add_model_inputs(p, images=None)
     p.add_argument("--layer", required=True, help="layer name, e.g. '6' or 'features.3'")
-    p.add_argument("--channels", type=nonneg_int, nargs="+", default=[0, 1, 2, 3])
-    p.add_argument("--steps", type=pos_int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", type=nonneg_int, nargs="+", default=[0, 1, 2, 3], help="channels to maximize")
+    p.add_argument("--steps", type=pos_int, default=128, help="optimizer steps")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
     _out(p, "maximize.png")
 
 
@@ -145,10 +163,11 @@ def _maximize_args(p: argparse.ArgumentParser) -> None:
 def run_maximize(args: argparse.Namespace) -> int:
     from ..plotting import maximize_grid
 
+    if args.input_size is None and args.model != DIGITS:
+        raise UsageError("--input-size is required for maximize (the size of the images to optimize)")
+    check_out_file(args.out)
     ex = make_explainer(args)
     channels, size = input_spec(args, ex.model)
-    if size is None:
-        raise UsageError("--input-size is required for maximize (the size of the images to optimize)")
     shape = (channels, size, size)
     res = ex.maximize(args.layer, args.channels, steps=args.steps, seed=args.seed, input_shape=shape,
                       progress=not args.quiet)
@@ -159,7 +178,7 @@ def run_maximize(args: argparse.Namespace) -> int:
 def _arithmetic_args(p: argparse.ArgumentParser) -> None:
     add_model_inputs(p, images=1)
     p.add_argument("--layer", required=True, help="conv, pool or linear layer name")
-    p.add_argument("--channel", type=nonneg_int, default=0)
+    p.add_argument("--channel", type=nonneg_int, default=0, help="output channel")
     p.add_argument("--h", type=nonneg_int, help="output row (default: the centre)")
     p.add_argument("--w", type=nonneg_int, help="output column (default: the centre)")
     _out(p, "arithmetic.png")
@@ -169,8 +188,9 @@ def _arithmetic_args(p: argparse.ArgumentParser) -> None:
 def run_arithmetic(args: argparse.Namespace) -> int:
     from ..plotting import arithmetic_figure
 
+    check_out_file(args.out)
     ex = make_explainer(args)
-    x = load_images(ex, args.images)
+    x = load_images(ex, args.images, args.input_size, args.classes)
     res = ex.arithmetic(x, args.layer, args.channel, args.h, args.w)
     print(res)
     save_figure(arithmetic_figure(res), args.out)
@@ -182,9 +202,9 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     add_model_inputs(p, images=None)
     p.add_argument("--data", metavar="FOLDER", help="labelled image folder (default with --model digits: "
                                                     "the digits test set)")
-    p.add_argument("--method", choices=("pca", "tsne", "umap"), default="tsne")
+    p.add_argument("--method", choices=("pca", "tsne", "umap"), default="tsne", help="projection to 2-D")
     p.add_argument("--layer", help="layer whose features are embedded (default: the embedding's default)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the projection")
     _out(p, "embedding.png")
 
 
@@ -192,6 +212,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 def run_embed(args: argparse.Namespace) -> int:
     if args.data is None and args.model != DIGITS:
         raise UsageError("--data FOLDER is required unless --model digits")
+    check_out_file(args.out)
     ex = make_explainer(args)
     if args.data is None:
         from ..data import load_digits

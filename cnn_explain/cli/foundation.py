@@ -2,15 +2,16 @@
 
 Example:
     $ cnn-explain summary --model cnn_explain.models:cifar10_cnn --input-shape 3,32,32 [--weights f.pt] [--json]
-    $ cnn-explain train [--epochs 8] [--out digits.pt]     # seed 001's CNN on scikit-learn's digits
+    $ cnn-explain train [--epochs 8] [--out digits.pt]     # the MNIST-style CNN on scikit-learn's digits
     $ cnn-explain demo [--out report] [--fast]              # digits CNN: summary, accuracy, the HTML report
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ._load import load_model
+from ._load import check_out_file, check_out_report, load_model
 from ._options import add_model, add_out, add_quiet, input_shape
 from ._registry import UsageError, command
 
@@ -48,13 +49,13 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     s = DIGITS_SETTINGS
     p.add_argument("--epochs", type=int, default=s["epochs"], help="passes over the data")
     p.add_argument("--lr", type=float, default=s["lr"], help="learning rate")
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default=s["optimizer"])
-    p.add_argument("--batch-size", type=int, default=s["batch_size"])
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=s["optimizer"], help="Adam or SGD with momentum")
+    p.add_argument("--batch-size", type=int, default=s["batch_size"], help="images per step")
     p.add_argument("--schedule", choices=("cosine", "constant"), default=s["schedule"], help="learning-rate schedule")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and shuffling")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (1 is fastest on a busy machine)")
     add_quiet(p)
-    add_out(p, None, help="save the trained weights (state_dict) to this .pt file")
+    add_out(p, None, help="save the trained weights (state_dict) to this .pt file (default: not saved)")
 
 
 def _check_positive(args: argparse.Namespace) -> None:
@@ -63,9 +64,10 @@ def _check_positive(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.lr <= 0:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
+    check_out_file(args.out, what="checkpoint")
 
 
-@command("train", help="train seed 001's CNN (mnist_cnn) on scikit-learn's handwritten digits",
+@command("train", help="train the MNIST-style CNN (mnist_cnn) on scikit-learn's handwritten digits",
          arguments=_train_arguments)
 def _run_train(args: argparse.Namespace) -> int:
     import torch
@@ -91,26 +93,21 @@ def _run_train(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- demo
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
-    add_out(p, "report", help="folder of the HTML report")
+    add_out(p, "report", help="folder of the HTML report: new, empty or a previous report (others are refused)")
     p.add_argument("--fast", action="store_true", help="smallest settings (for tests and quick looks)")
-    p.add_argument("--cache-dir", default=None, help="where the trained digits CNN is cached "
+    p.add_argument("--cache-dir", default=None, metavar="FOLDER", help="where the trained digits CNN is cached "
                    "(default: $CNN_EXPLAIN_CACHE or ~/.cache/cnn_explain)")
     add_quiet(p)
 
 
-@command("demo", help="train (or reuse) the digits CNN, print its summary and test accuracy, write the report",
+@command("demo", help="train (or load) the MNIST-style CNN, print its summary and test accuracy, write the report",
          arguments=_demo_arguments)
 def _run_demo(args: argparse.Namespace) -> int:
-    from ..data import load_digits
-    from ..demo import run_demo
-    from ..summary import summarize
-    from ..train import evaluate, pretrained_digits_cnn
+    from .. import demo
 
-    model = pretrained_digits_cnn(cache_dir=args.cache_dir, progress=not args.quiet)
-    summary = summarize(model, (1, 28, 28))
-    acc = evaluate(model, load_digits("test"))
-    print(summary)
-    print(f"\nTest accuracy on scikit-learn's digits (450 images): {acc:.2%}")
-    path = run_demo(out=args.out, fast=args.fast, progress=not args.quiet, cache_dir=args.cache_dir)
+    check_out_report(args.out)
+    if args.cache_dir is not None and Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():
+        raise UsageError(f"--cache-dir {args.cache_dir} is a file; give a folder (it is created if missing)")
+    path = demo.run_demo(out=args.out, fast=args.fast, progress=not args.quiet, cache_dir=args.cache_dir)
     print(f"wrote {path}")
     return 0

@@ -9,11 +9,11 @@ Modules: ``core`` (the job, figures on disk, atomic move), ``settings``
 section), ``html`` (the page, escaping).
 """
 
-from .core import SCHEMA_VERSION, FigureRecord, ReportResult, Skip, write_report
+from .core import SCHEMA_VERSION, FigureRecord, ReportResult, Skip, check_out_folder, write_report
 from .settings import ReportSettings
 
-__all__ = ["write_report", "ReportResult", "ReportSettings", "FigureRecord", "Skip", "SCHEMA_VERSION",
-           "SECTIONS"]
+__all__ = ["write_report", "check_out_folder", "ReportResult", "ReportSettings", "FigureRecord", "Skip",
+           "SCHEMA_VERSION", "SECTIONS"]
 
 
 def __getattr__(name: str):

@@ -2,7 +2,9 @@
 
 The report is built in a fresh temporary folder next to ``out`` and moved into
 place only when every section has been written, so a failed run leaves no
-half-written report (and a previous report at ``out`` stays as it was).
+half-written report (and a previous report at ``out`` stays as it was). A folder
+is replaced only when it is a previous report holding nothing but its own files
+(:func:`check_out_folder`); ``manifest.json`` is strict JSON (NaN is written as ``null``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -26,7 +29,8 @@ from ..images import open_image
 from .html import figure_html, page, skipped_html
 from .settings import ReportSettings
 
-__all__ = ["write_report", "ReportResult", "FigureRecord", "ReportContext", "Skip", "SCHEMA_VERSION"]
+__all__ = ["write_report", "check_out_folder", "ReportResult", "FigureRecord", "ReportContext", "Skip",
+           "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 
@@ -188,18 +192,80 @@ def _in_channels(explainer: Any) -> int | None:
 
 
 # --------------------------------------------------------------------------- output folder
-def _check_out(out: str | os.PathLike) -> Path:
+GENERATOR = "cnn_explain"
+
+
+def _report_files(manifest: Any) -> set[str] | None:
+    """The files a cnn_explain report's manifest lists (index, manifest, figures), or None if it is not one."""
+    if not isinstance(manifest, dict):
+        return None
+    ours = manifest.get("generator") == GENERATOR or (  # reports written before "generator" was added
+        isinstance(manifest.get("schema_version"), int) and {"version", "sections", "figures"} <= set(manifest))
+    figures = manifest.get("figures")
+    if not ours or not isinstance(figures, list) or not all(isinstance(f, dict) for f in figures):
+        return None
+    listed = {"index.html", "manifest.json"}
+    listed |= {str(f[k]) for f in figures for k in ("file", "svg") if f.get(k)}
+    return listed
+
+
+def check_out_folder(out: str | os.PathLike, argname: str = "out") -> Path:
+    """Check that a report may be written to ``out``; nothing is changed on disk.
+
+    ``out`` may be missing, an empty folder, or a previous cnn_explain report: a
+    folder whose ``manifest.json`` identifies a report and which holds nothing
+    but the files that manifest lists. Anything else is refused, so no file the
+    toolkit did not write is ever deleted or overwritten.
+
+    Args:
+        out: the report folder.
+        argname: the name used in error messages.
+
+    Returns:
+        ``out`` as a Path.
+
+    Raises:
+        ValueError: ``out`` is a file, a folder that is not a report, or a report
+            folder holding other files too; the message lists what is there and how to proceed.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out must be a folder; {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise ValueError(f"out={str(out)!r} is a non-empty folder that is not a cnn_explain report; "
-                         "refusing to replace it (choose a new or empty folder)")
+        raise ValueError(f"{argname}={str(out)!r} is a file; give a folder for the report")
+    if not out.is_dir() or not any(out.iterdir()):
+        return out
+    present = sorted(str(f.relative_to(out)) for f in out.rglob("*") if not f.is_dir())
+    listed = None
+    if (out / "manifest.json").is_file():
+        try:
+            listed = _report_files(json.loads((out / "manifest.json").read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, ValueError):
+            listed = None
+    if listed is None:
+        shown = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
+        raise ValueError(f"{argname}={str(out)!r} is a folder that is not a cnn_explain report (it holds {shown}); "
+                         "nothing was changed: choose a new or empty folder")
+    foreign = [f for f in present if f not in listed]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ValueError(f"{argname}={str(out)!r} is a previous report that also holds files it did not write "
+                         f"({shown}); nothing was changed: move those files elsewhere or choose another folder")
     return out
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every NaN / infinity replaced by None, so that it is strict JSON."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
     """Replace ``out`` by ``tmp``; the old report is removed only once the new one is in place."""
+    check_out_folder(out)  # again: files may have been saved into it while the report was being built
     old = None
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -237,8 +303,10 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
             array, an image path, or a list of those (paths are shown by file name).
         data: a labelled data set for the embeddings section (anything
             :func:`cnn_explain.embedding.embed` takes), or None.
-        out: the report folder. It is replaced atomically; an existing non-empty
-            folder that is not a report is never touched (``ValueError``).
+        out: the report folder. It is replaced atomically, and only when it is empty or
+            a previous report holding nothing but the files its manifest lists; any
+            other folder is never touched (``ValueError``, raised before any work; see
+            :func:`check_out_folder`).
         names: display names, one per image (default: file names for paths, ``image i`` otherwise).
         sections: keys of the sections to build (default: all); see ``SECTIONS``.
         progress: show a progress bar over sections.
@@ -263,7 +331,7 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
 
     opts = ReportSettings.from_options(_settings_options(settings, options))
     chosen = select_sections(sections)
-    out = _check_out(out)
+    out = check_out_folder(out)
     batch, default_names = _load_images(explainer, images)
     names = _check_names(names, default_names)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +343,8 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
         meta = (f"{type(explainer.model).__name__} · {len(names)} image(s) · "
                 f"{time.strftime('%Y-%m-%d %H:%M')} · cnn_explain {manifest['version']}")
         (tmp / "index.html").write_text(page(opts.title, meta, rendered), encoding="utf-8")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        manifest = _strict(manifest)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False), encoding="utf-8")
         os.chmod(tmp, 0o755)
         _move_into_place(tmp, out)
     except BaseException:
@@ -286,12 +355,13 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
 
 def _build_sections(ctx: ReportContext, chosen: list[str]) -> tuple[list[tuple[str, str, str]], list[dict]]:
     """Run each section's builder: ``(key, title, body html)`` for the page, a status entry for the manifest."""
-    from .._utils import progress_bar
     from .sections import SECTIONS
 
     rendered, status = [], []
-    for key in progress_bar(chosen, enabled=ctx.progress, desc="report", unit="section"):
+    for i, key in enumerate(chosen, 1):
         title, builder = SECTIONS[key]
+        if ctx.progress:  # one plain line per section (no cursor movement: readable in a piped log)
+            print(f"report [{i}/{len(chosen)}] {title}{_section_note(ctx, key)}", file=sys.stderr, flush=True)
         ctx.section, start = key, time.perf_counter()
         try:
             body, info = builder(ctx), None
@@ -305,6 +375,13 @@ def _build_sections(ctx: ReportContext, chosen: list[str]) -> tuple[list[tuple[s
         status.append({"key": key, "title": title, **entry, "seconds": round(time.perf_counter() - start, 3)})
         rendered.append((key, title, body))
     return rendered, status
+
+
+def _section_note(ctx: ReportContext, key: str) -> str:
+    """What a user waits for in this section, beyond its progress bars."""
+    if key == "embeddings" and ctx.data is not None and "umap" in tuple(getattr(ctx.settings, "embed_methods", ())):
+        return " (UMAP compiles its code once on first use: the first run may wait up to a minute)"
+    return ""
 
 
 def _skip_reason(why: Exception) -> str:
@@ -325,6 +402,7 @@ def _manifest(ctx: ReportContext, status: list[dict[str, Any]]) -> dict[str, Any
 
         numbers = summary_numbers(get_summary(ctx))
     return {
+        "generator": GENERATOR,
         "schema_version": SCHEMA_VERSION,
         "version": __version__,
         "model": {"class": type(ctx.model).__name__, **numbers},
