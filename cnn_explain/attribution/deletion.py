@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..plotting._display import Displayable
 from .._utils import forward_logits, model_input, positive_int, progress_bar, resolve_target
 from ..hooks import preserved
 from .result import Attribution
@@ -35,7 +36,7 @@ __all__ = ["deletion_insertion", "DeletionInsertion"]
 
 
 @dataclass(frozen=True, eq=False)
-class DeletionInsertion:
+class DeletionInsertion(Displayable):
     """Deletion / insertion curves for a batch.
 
     Attributes:

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from ..plotting._display import Displayable
+
 __all__ = ["Attribution"]
 
 
@@ -37,7 +39,7 @@ def _cpu(t: torch.Tensor | None, name: str) -> torch.Tensor | None:
 
 
 @dataclass(frozen=True, eq=False)
-class Attribution:
+class Attribution(Displayable):
     """How much each input pixel matters for a class score, for a batch of images.
 
     Attributes:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..plotting._display import Displayable
 from .._utils import forward_logits, model_input, positive_int, progress_bar, resolve_target
 from ..hooks import LayerSpec, capture, model_lock, preserved, resolve_layers
 from ._similarity import normalize, spearman, ssim
@@ -49,7 +50,7 @@ ORDERS = ("top-down", "bottom-up", "independent")
 
 
 @dataclass(frozen=True, eq=False)
-class SanityResult:
+class SanityResult(Displayable):
     """The randomization cascade.
 
     Attributes:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..plotting._display import Displayable
 from .._utils import model_input
 from .. import geometry, ops
 from ..hooks import LayerSpec, _check_model, capture, preserved, resolve_layer
@@ -55,7 +56,7 @@ class Activation(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Arithmetic:
+class Arithmetic(Displayable):
     """The worked computation of one output value. Tensors are float64 CPU copies.
 
     Attributes:

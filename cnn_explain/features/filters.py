@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..plotting._display import Displayable
 from ..hooks import LayerSpec, _check_model, resolve_layer
 from ..roles import first_conv
 
@@ -28,7 +29,7 @@ __all__ = ["FilterResult", "filters"]
 
 
 @dataclass(frozen=True)
-class FilterResult:
+class FilterResult(Displayable):
     """The weights of one convolution layer.
 
     Attributes:

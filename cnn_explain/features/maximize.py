@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..plotting._display import Displayable
 from .. import objectives as obj
 from .._utils import model_device, model_dtype, positive_int
 from ..roles import first_conv_module as first_conv
@@ -54,7 +55,7 @@ __all__ = ["MaximizeResult", "maximize"]
 
 
 @dataclass(frozen=True)
-class MaximizeResult:
+class MaximizeResult(Displayable):
     """Images that maximize channels of one layer.
 
     Attributes:
