@@ -69,8 +69,10 @@ def _grid(t: torch.Tensor, f: Field) -> bool:
 
 # --------------------------------------------------------------------------- generic results
 def conservative(mode: Any, func: Any, out: torch.Tensor, why: str = "") -> Field:
-    """The whole input for every position, flagged with the reason."""
+    """The whole input for every position, flagged with the reason (an ``(N, C, H, W)`` output keeps its grid)."""
     reason = why or f"{_name(func)} is not an op the receptive-field rules follow exactly"
+    if out.dim() == 4:
+        return Field.full(out.shape[2], out.shape[3], mode.H, mode.W, dims=(2, 3), reason=reason)
     return Field.full(1, 1, mode.H, mode.W, dims=None, reason=reason)
 
 

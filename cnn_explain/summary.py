@@ -131,6 +131,14 @@ def _specific_formula(m: nn.Module) -> tuple[str | None, int]:
     return None, 0
 
 
+def _shape(info: LayerInfo) -> str:
+    """H×W×C; a channels-last ``(N, H, W, C)`` output (ConvNeXt's LayerNorm, Linear) is already in that order."""
+    dims = info.rf_field.dims if info.rf_field is not None else None
+    if dims == (1, 2) and len(info.output_shape) == 3:
+        return "×".join(str(d) for d in info.output_shape)
+    return shape_text(info.output_shape)
+
+
 def _row(info: LayerInfo, owners: dict[int, str]) -> Row:
     own = list(info.module.parameters(recurse=False))
     if info.owned or not own:
@@ -139,7 +147,7 @@ def _row(info: LayerInfo, owners: dict[int, str]) -> Row:
         formula = f"shared with {owners[id(own[0])]}"
     return Row(
         name=info.name, kind=info.kind, input_shape=info.input_shape, output_shape=info.output_shape,
-        shape=shape_text(info.output_shape), neurons=math.prod(info.output_shape) if info.output_shape else 0,
+        shape=_shape(info), neurons=math.prod(info.output_shape) if info.output_shape else 0,
         params=info.params, trainable=info.trainable, formula=formula, kernel=info.kernel, stride=info.stride,
         padding=info.padding, dilation=info.dilation, rf=info.rf, jump=info.jump, macs=info.macs,
         category=info.category,
