@@ -51,6 +51,10 @@ BAD = {
     "--input-shape": ("1,2", "--input-shape"),
     "--input-size": ("0", "--input-size"),
     "--epochs": ("0", "--epochs"),
+    "--out": ("{foreign}", "--out"),  # a folder of the user's: never written into
+    "--target": ("nosuchclass", "--target"),
+    "--cache-dir": ("{img}", "--cache-dir"),  # a file, not a folder
+    "--figure": ("{foreign}", "--out {foreign} is a folder"),
     "--no-such-option": ("1", "--no-such-option"),  # every command: not one of its options
 }
 
@@ -77,7 +81,10 @@ def files(tmp_path_factory) -> dict[str, str]:
         (root / "data" / c).mkdir(parents=True)
         for i in range(3):
             Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(root / "data" / c / f"{i}.png")
-    return {"img": str(img), "data": str(root / "data")}
+    (root / "foreign").mkdir()
+    (root / "foreign" / "app.js").write_text("console.log('mine')")
+    (root / "foreign" / "manifest.json").write_text("{}")
+    return {"img": str(img), "data": str(root / "data"), "foreign": str(root / "foreign")}
 
 
 # --------------------------------------------------------------------------- the registry
@@ -141,12 +148,55 @@ def test_bad_argument_exits_2_with_one_line(name, option, files, tmp_path, capsy
     bad, expected = BAD[option]
     argv += [option, bad.format(**fill)]
     out = tmp_path / "out" / "x.png"
-    if "--out" in opts:
+    if "--out" in opts and option != "--out":
         argv += ["--out", str(out)]
+    foreign = {str(f.name): f.read_bytes() for f in Path(files["foreign"]).iterdir()}
     torch.manual_seed(0)
     assert main(argv) == 2, argv
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if ": error: " in line]
     assert "Traceback" not in err and len(errors) == 1 and err.splitlines()[-1] == errors[0], err
-    assert errors[0].startswith("cnn-explain") and expected in errors[0], errors[0]
+    assert errors[0].startswith("cnn-explain") and expected.format(**fill) in errors[0], errors[0]
     assert not out.parent.exists()  # nothing was written
+    assert {str(f.name): f.read_bytes() for f in Path(files["foreign"]).iterdir()} == foreign
+
+
+def test_every_command_with_a_bad_argument_case():
+    """Each command is in the parametrized test above with at least --no-such-option and --out where it has one."""
+    cases = _cases()
+    for name in COMMANDS:
+        assert (name, "--no-such-option") in cases
+        if "--out" in _options(name):
+            assert (name, "--out") in cases
+
+
+# --------------------------------------------------------------------------- help
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_option_has_help_with_its_default_once(name):
+    parser = parser_for(name)
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        text = formatter._expand_help(action) if action.help else ""
+        assert text.strip(), f"{name} {action.option_strings[0]} has no help"
+        assert text.lower().count("default") <= 1 and "default: None" not in text, (name, text)
+        default = action.default
+        if default not in (None, False, [], argparse.SUPPRESS) and "default" not in action.help.lower():
+            shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+            assert text.endswith(f"(default: {shown})"), (name, text)
+    assert "(default: None)" not in parser.format_help()
+
+
+def test_model_help_says_it_runs_the_users_code():
+    text = " ".join(parser_for("occlusion").format_help().split())
+    assert "runs that code" in text and "file.py:factory" in text
+
+
+def test_cli_words_translate_argument_names_to_options():
+    from cnn_explain.cli import cli_words
+
+    parser = parser_for("grad-cam")
+    assert cli_words("layer='x' is not a layer", parser) == "--layer 'x' is not a layer"
+    assert cli_words("images[1]='a.png' could not be read", parser) == "--images 'a.png' could not be read"
+    assert cli_words("input_size must be positive; player=1 stays", parser) == "--input-size must be positive; player=1 stays"

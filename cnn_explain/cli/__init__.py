@@ -9,7 +9,9 @@ command's usage and one error line on stderr and exits with code 2.
 Adding a subcommand: write ``add_arguments(parser)`` (the shared options are the
 ``add_*`` functions of :mod:`cnn_explain.cli._options`) and ``run(args) -> int``,
 register ``run`` with ``@command("name", help="...", arguments=add_arguments)`` and
-raise :class:`UsageError` for a user mistake.
+raise :class:`UsageError` for a user mistake. A capability's ``ValueError`` /
+``TypeError`` names its Python argument (``layer='x'``); :func:`main` puts it in
+the command's words (``--layer 'x'``) in one place, :func:`cli_words`.
 
 Example:
     >>> from cnn_explain.cli import parser_for
@@ -22,6 +24,7 @@ from __future__ import annotations
 from . import foundation  # noqa: F401  isort: skip  (registers summary, train, demo: listed first)
 from . import capabilities, style  # noqa: F401  isort: skip  (register the capability subcommands)
 from ._load import load_model
-from ._registry import COMMANDS, Command, UsageError, build_parser, command, main, parser_for
+from ._registry import COMMANDS, Command, UsageError, build_parser, cli_words, command, main, parser_for
 
-__all__ = ["main", "command", "Command", "COMMANDS", "UsageError", "build_parser", "parser_for", "load_model"]
+__all__ = ["main", "command", "Command", "COMMANDS", "UsageError", "build_parser", "parser_for", "load_model",
+           "cli_words"]

@@ -203,7 +203,8 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="FOLDER", help="labelled image folder (default with --model digits: "
                                                     "the digits test set)")
     p.add_argument("--method", choices=("pca", "tsne", "umap"), default="tsne", help="projection to 2-D")
-    p.add_argument("--layer", help="layer whose features are embedded (default: the embedding's default)")
+    p.add_argument("--layer", help="layer whose features are embedded (default: the penultimate features, those "
+                                   "the classifier reads)")
     p.add_argument("--seed", type=int, default=0, help="seed of the projection")
     _out(p, "embedding.png")
 

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from ..images import save_image
+from ._load import check_out_file
 from ._options import add_out, add_quiet
 from ._registry import command
 
@@ -34,15 +35,17 @@ def _style_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--content", default="china.jpg", help="content image file (default: scikit-learn's china.jpg)")
     p.add_argument("--style", default="flower.jpg", help="style image file (default: scikit-learn's flower.jpg)")
     add_out(p, "style_transfer.png", help="where to write the stylized PNG")
-    p.add_argument("--figure", default=None, help="also save the figure (content, style, result, losses) here")
+    p.add_argument("--figure", default=None, metavar="PATH",
+                   help="also save the figure (content, style, result, losses) here (default: not saved)")
     p.add_argument("--steps", type=int, default=d["steps"], help="optimizer steps")
     p.add_argument("--size", type=int, default=256, help="working size in pixels, square")
-    p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
-    p.add_argument("--init", choices=("content", "noise"), default="content")
-    p.add_argument("--style-weight", type=float, default=d["style_weight"])
-    p.add_argument("--content-weight", type=float, default=d["content_weight"])
-    p.add_argument("--tv-weight", type=float, default=d["tv_weight"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="L-BFGS or Adam")
+    p.add_argument("--init", choices=("content", "noise"), default="content",
+                   help="start from the content image or from noise")
+    p.add_argument("--style-weight", type=float, default=d["style_weight"], help="weight of the Gram-matrix loss")
+    p.add_argument("--content-weight", type=float, default=d["content_weight"], help="weight of the content loss")
+    p.add_argument("--tv-weight", type=float, default=d["tv_weight"], help="weight of the total-variation loss")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-filter network and of the noise")
     add_quiet(p)
 
 
@@ -60,6 +63,8 @@ def _run_style(args: argparse.Namespace) -> int:
     """Run the transfer described by ``args``; writes ``--out`` (and ``--figure``); returns 0."""
     from ..style import transfer
 
+    check_out_file(args.out)
+    check_out_file(args.figure)
     res = transfer(
         _image_arg(args.content), _image_arg(args.style), steps=args.steps, size=args.size,
         optimizer=args.optimizer, init=args.init, style_weight=args.style_weight,
