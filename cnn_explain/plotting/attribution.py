@@ -6,6 +6,9 @@ without pyplot (nothing is shown, no backend or global state changes).
 * Signed maps (some value < 0) use a diverging colormap centred at 0
   (``RdBu_r``, limits ``±max|map|``): red pushes the class score up, blue down.
 * Non-negative maps use a sequential colormap (``inferno``) from 0 to the max.
+* Every map has a colour bar labelled with what the colour is (``"|∂ score / ∂ pixel|"``,
+  ``"drop of P(truck) when this patch is set to 0"``, ``"grad_cam at layer4"``), and
+  titles name the class (``class_names=``) and the image (``labels=``, e.g. file names).
 
 Example:
     >>> from cnn_explain.plotting import heatmap
@@ -22,6 +25,8 @@ import numpy as np
 import torch
 
 from ._base import blank_figure, new_figure, to_image
+from ._labels import check_names, class_label, image_label, meaning
+from ._sanity import sanity_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -29,7 +34,6 @@ if TYPE_CHECKING:
 
     from ..attribution.deletion import DeletionInsertion
     from ..attribution.result import Attribution
-    from ..attribution.sanity import SanityResult
 
 __all__ = ["heatmap", "attribution_grid", "sanity_figure", "deletion_insertion_figure", "map_norm"]
 
@@ -62,7 +66,7 @@ def _image(image: Any, result: Any, index: int) -> np.ndarray | None:
 
 
 def _draw(ax: Axes, result: Attribution, index: int, image: Any, *, alpha: float, reduce: str, colorbar: bool,
-          title: str | None):
+          title: str | None, class_names: Sequence[str] | None = None):
     m = result.map(index, reduce).numpy()
     img = _image(image, result, index)
     if img is not None and img.shape[:2] != m.shape:
@@ -75,17 +79,21 @@ def _draw(ax: Axes, result: Attribution, index: int, image: Any, *, alpha: float
                    interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
+    cls = class_label(int(result.target[index]), class_names)
     if title is None:
-        title = f"{result.method} · class {int(result.target[index])}"
+        title = f"{result.method} · {cls}"
     ax.set_title(title, fontsize=9)
     if colorbar:
-        ax.figure.colorbar(im, ax=ax, shrink=0.8)
+        bar = ax.figure.colorbar(im, ax=ax, shrink=0.8)
+        bar.set_label(meaning(result, cls), fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     return im
 
 
 def heatmap(result: Attribution, image: Any = None, ax: Axes | None = None, index: int = 0, *, alpha: float = 0.6,
-            reduce: str = "auto", colorbar: bool = True, title: str | None = None) -> Figure:
-    """One image's attribution map overlaid on the image, with a colorbar.
+            reduce: str = "auto", colorbar: bool = True, title: str | None = None,
+            class_names: Sequence[str] | None = None, labels: Sequence[str] | None = None) -> Figure:
+    """One image's attribution map overlaid on the image, with a colour bar that says what the colour is.
 
     Args:
         result: any attribution result (saliency, Grad-CAM, occlusion, ...).
@@ -95,14 +103,21 @@ def heatmap(result: Attribution, image: Any = None, ax: Axes | None = None, inde
         index: which image of the batch.
         alpha: opacity of the map over the image.
         reduce: how channels are combined (see ``Attribution.map``).
-        colorbar: add a colorbar.
-        title: default ``"<method> · class <target>"``.
+        colorbar: add a colour bar (labelled with the map's meaning).
+        title: default ``"<method> · <class name>"`` (``"<label> · <method> · <class>"`` with labels).
+        class_names: the model's class names (``class_names[k]`` names class ``k``).
+        labels: one label per image of the batch, e.g. file names.
 
     Returns:
         The Figure. The map is the second image of the Axes (``ax.images[-1]``).
     """
+    class_names, labels = check_names(class_names, "class_names"), check_names(labels, "labels")
+    if title is None and labels is not None:
+        cls = class_label(int(result.target[index]), class_names)
+        title = f"{image_label(index, labels)} · {result.method} · {cls}"
     fig, ax = new_figure((4.2, 3.6), ax)
-    _draw(ax, result, index, image, alpha=alpha, reduce=reduce, colorbar=colorbar, title=title)
+    _draw(ax, result, index, image, alpha=alpha, reduce=reduce, colorbar=colorbar, title=title,
+          class_names=class_names)
     return fig
 
 
@@ -118,7 +133,8 @@ def _as_list(results: Any) -> list:
 
 def attribution_grid(results: Attribution | Sequence[Attribution], images: Any = None, *, indices: Sequence[int] | None = None,
                      titles: Sequence[str] | None = None, alpha: float = 0.6, reduce: str = "auto",
-                     colorbar: bool = False) -> Figure:
+                     colorbar: bool = True, class_names: Sequence[str] | None = None,
+                     labels: Sequence[str] | None = None) -> Figure:
     """Several methods side by side for a batch: one row per image, one column per result.
 
     Args:
@@ -128,18 +144,22 @@ def attribution_grid(results: Attribution | Sequence[Attribution], images: Any =
         titles: column titles (default each result's ``method``).
         alpha: opacity of the maps (as in `heatmap`).
         reduce: how channels are combined (as in `heatmap`).
-        colorbar: a colorbar per map (each map has its own colour scale).
+        colorbar: a colour bar per map (each map has its own scale), labelled with its meaning.
+        class_names: the model's class names: the first column says ``"explaining truck"``.
+        labels: one label per image of the batch (e.g. file names) for the first column.
 
     Returns:
-        The Figure (``len(indices)`` rows × ``1 + len(results)`` columns).
+        The Figure (``len(indices)`` rows × ``1 + len(results)`` columns of images,
+        plus one colour-bar Axes per map when ``colorbar``).
     """
     results = _as_list(results)
+    class_names, labels = check_names(class_names, "class_names"), check_names(labels, "labels")
     n = len(results[0])
     indices = list(range(min(n, 8))) if indices is None else list(indices)
     titles = [r.method for r in results] if titles is None else list(titles)
     if len(titles) != len(results):
         raise ValueError(f"titles has {len(titles)} entries for {len(results)} results")
-    fig = blank_figure((2.0 * (len(results) + 1), 2.0 * len(indices)))
+    fig = blank_figure(((2.6 if colorbar else 2.0) * (len(results) + 1), 2.2 * len(indices)))
     axes = np.asarray(fig.subplots(len(indices), len(results) + 1, squeeze=False))
     for row, i in enumerate(indices):
         img = _image(images, results[0], i)
@@ -148,47 +168,11 @@ def attribution_grid(results: Attribution | Sequence[Attribution], images: Any =
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"image {i} · class {int(results[0].target[i])}", fontsize=9)
+        cls = class_label(int(results[0].target[i]), class_names)
+        ax.set_title(f"{image_label(i, labels)}\nexplaining {cls}", fontsize=9)
         for col, (r, t) in enumerate(zip(results, titles), start=1):
             _draw(axes[row, col], r, i, images, alpha=alpha, reduce=reduce, colorbar=colorbar,
-                  title=t if row == 0 else "")
-    return fig
-
-
-def sanity_figure(result: SanityResult, index: int = 0, *, alpha: float = 0.6) -> Figure:
-    """The randomization cascade: the map after each step, and Spearman / SSIM per step.
-
-    Top row: image ``index`` and its map at each step (original, then each
-    re-initialized layer). Bottom: mean Spearman and SSIM over the batch (thin
-    lines: each image).
-
-    Returns:
-        The Figure; the bottom Axes holds the lines ``"spearman"`` and ``"ssim"``.
-    """
-    steps = result.steps
-    fig = blank_figure((1.6 * (len(steps) + 1), 4.6))
-    grid = fig.add_gridspec(2, len(steps) + 1, height_ratios=[1, 1.1])
-    ax = fig.add_subplot(grid[0, 0])
-    ax.imshow(to_image(result.inputs[index]), cmap="gray" if result.inputs.shape[1] == 1 else None)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title("image", fontsize=8)
-    for k, name in enumerate(steps):
-        _draw(fig.add_subplot(grid[0, k + 1]), result.step(k), index, None, alpha=alpha, reduce="max_abs",
-              colorbar=False, title=name)
-    ax = fig.add_subplot(grid[1, :])
-    x = np.arange(len(steps))
-    for key, color in (("spearman", "tab:blue"), ("ssim", "tab:orange")):
-        values = getattr(result, key).numpy()
-        ax.plot(x, values, color=color, alpha=0.25, linewidth=0.8)
-        seen = ~np.isnan(values)  # a step whose similarities are all NaN (constant maps) plots as a gap
-        mean = np.where(seen.any(1), np.where(seen, values, 0).sum(1) / np.maximum(seen.sum(1), 1), np.nan)
-        ax.plot(x, mean, color=color, linewidth=2.2, marker="o", label=key)
-    ax.axhline(0.0, color="0.6", linewidth=0.8)
-    ax.set_xticks(x, steps, rotation=30, fontsize=8)
-    ax.set_ylabel("similarity to original")
-    ax.set_title(f"{result.method}: cascading randomization ({result.order})", fontsize=10)
-    ax.legend(fontsize=8)
+                  title=t if row == 0 else "", class_names=class_names)
     return fig
 
 

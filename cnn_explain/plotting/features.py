@@ -61,7 +61,8 @@ def feature_map_grid(maps: Mapping[str, torch.Tensor], layers: str | Sequence[st
         max_channels: channels drawn per layer when ``top_k`` is None.
 
     Returns:
-        The Figure. Each channel's Axes is titled ``"ch k"``.
+        The Figure. Each channel's Axes is titled ``"ch k"`` and its value range
+        ``"lo … hi"``; with ``shared_scale`` each layer has one colour bar.
     """
     names = list(maps) if layers is None else ([layers] if isinstance(layers, str) else list(layers))
     missing = [n for n in names if n not in maps]
@@ -85,9 +86,12 @@ def feature_map_grid(maps: Mapping[str, torch.Tensor], layers: str | Sequence[st
             ax.set_yticks([])
             continue
         vmin, vmax = (float(t[chans].min()), float(t[chans].max())) if shared_scale else (None, None)
-        for ax, c in zip(_grid(sub, len(chans), ncols), chans):
-            ax.imshow(t[c].numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
-            ax.set_title(f"ch {c}", fontsize=7)
+        axes = _grid(sub, len(chans), ncols)
+        for ax, c in zip(axes, chans):
+            im = ax.imshow(t[c].numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
+            ax.set_title(f"ch {c}\n{float(t[c].min()):.2g} … {float(t[c].max()):.2g}", fontsize=7)
+        if shared_scale:
+            sub.colorbar(im, ax=list(axes), shrink=0.8).set_label("activation", fontsize=7)
     return fig
 
 
@@ -109,7 +113,7 @@ def filter_grid(result: FilterResult, max_filters: int = 64, max_inputs: int = 1
             img = norm[k].permute(1, 2, 0).numpy() if result.rgb else norm[k, 0].numpy()
             ax.imshow(img, cmap=None if result.rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(f"{k}", fontsize=7)
-        fig.suptitle(f"{result.layer}: {cout} filters {tuple(norm.shape[1:])}", fontsize=9)
+        fig.suptitle(f"{result.layer}: {cout} filters {tuple(norm.shape[1:])}\n{_weight_range(result)}", fontsize=9)
         return fig
     rows, cols = min(cout, max_filters, 16), min(cin, max_inputs)
     fig = blank_figure(figsize=(0.8 * cols + 0.6, 0.8 * rows + 0.6))
@@ -123,23 +127,55 @@ def filter_grid(result: FilterResult, max_filters: int = 64, max_inputs: int = 1
                 ax.set_ylabel(f"f{k}", fontsize=7)
             if k == 0:
                 ax.set_title(f"in {c}", fontsize=7)
-    fig.suptitle(f"{result.layer}: filters × input channels (showing {rows}/{cout} × {cols}/{cin})", fontsize=9)
+    fig.suptitle(f"{result.layer}: filters × input channels (showing {rows}/{cout} × {cols}/{cin})\n"
+                 f"{_weight_range(result)}", fontsize=9)
     return fig
 
 
+def _weight_range(result: FilterResult) -> str:
+    w = result.weight
+    return (f"weights {float(w.min()):.3g} … {float(w.max()):.3g}; each filter drawn on its own range "
+            "(darkest = its min, brightest = its max)")
+
+
 # --------------------------------------------------------------------------- maximization
+def _unchanged_channels(result: MaximizeResult, tol: float = 1e-3) -> list[bool]:
+    """For each image of ``result``: did the optimization leave it unchanged (the channel never fired)?
+
+    True when the objective never moved during the run (a channel whose ReLU output is
+    0 everywhere gives a zero gradient) or the image is flat (pixel std below ``tol``).
+    """
+    hist = result.history
+    still = (hist.amax(0) - hist.amin(0)).abs() <= 1e-9 if hist.numel() else torch.ones(len(result.channels), dtype=torch.bool)
+    flat = result.pixels.flatten(1).std(1) < tol
+    return (still.cpu() | flat.cpu()).tolist()
+
+
 def maximize_grid(result: MaximizeResult, ncols: int = 8) -> Figure:
     """The images of a :class:`~cnn_explain.features.maximize.MaximizeResult`, one per channel.
 
-    Drawn from ``result.pixels`` (values in [0, 1]); Axes titled ``"ch k"``.
+    Drawn from ``result.pixels`` (values in [0, 1]); Axes titled ``"ch k"``. An image
+    the optimization did not change (:func:`_unchanged_channels`: the channel never
+    fired, so the image stayed flat grey) is not shown as a result: its panel says
+    ``"never fired"`` instead.
     """
     n = len(result.channels)
-    fig = blank_figure(figsize=(1.6 * min(ncols, n), 1.7 * math.ceil(n / ncols) + 0.4))
-    for ax, img, ch in zip(_grid(fig, n, ncols), result.pixels, result.channels):
+    dead = _unchanged_channels(result)
+    fig = blank_figure(figsize=(1.6 * min(ncols, n), 1.7 * math.ceil(n / ncols) + 0.5))
+    for ax, img, ch, off in zip(_grid(fig, n, ncols), result.pixels, result.channels, dead):
+        ax.set_title(f"ch {ch}", fontsize=8, color="tab:red" if off else "black")
+        if off:
+            ax.set_axis_on()
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_facecolor("0.93")
+            ax.text(0.5, 0.5, "never fired:\nimage unchanged", ha="center", va="center", fontsize=8,
+                    color="tab:red", transform=ax.transAxes)
+            ax.set_gid(f"unchanged-{ch}")
+            continue
         arr = img[0].numpy() if img.shape[0] == 1 else img[:3].permute(1, 2, 0).clamp(0, 1).numpy()
         ax.imshow(arr, cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
-        ax.set_title(f"ch {ch}", fontsize=8)
-    fig.suptitle(f"{result.layer}: images maximizing each channel", fontsize=9)
+    note = f" ({sum(dead)} of {n} never fired: not shown)" if any(dead) else ""
+    fig.suptitle(f"{result.layer}: images maximizing each channel{note}", fontsize=9)
     return fig
 
 
