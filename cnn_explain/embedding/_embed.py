@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ..plotting._display import Displayable
 from ..hooks import LayerSpec
 from ._extract import Features, extract
 from ._project import METHODS, project
@@ -20,7 +21,7 @@ _EXTRACT_OPTIONS = ("pool", "batch_size", "max_samples", "progress", "output", "
 
 
 @dataclass(frozen=True, eq=False)
-class Embedding:
+class Embedding(Displayable):
     """A 2-D or 3-D map of one layer's features over a data set, with its quality.
 
     Attributes:

@@ -48,6 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..plotting._display import Displayable
 from .._utils import model_device, positive_int
 from ..hooks import capture, preserved, resolve_layers
 from ..models import RandomTextureNet, random_texture_net
@@ -112,7 +113,7 @@ class StyleSettings:
 
 
 @dataclass(frozen=True)
-class StyleResult:
+class StyleResult(Displayable):
     """What :func:`transfer` made.
 
     Attributes:
