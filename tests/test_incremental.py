@@ -246,3 +246,80 @@ def test_relu_in_place_only_where_nothing_else_reads():
     inc, plain = _both(model, x, window=3, stride=2, target=1)
     assert inc.engine == "incremental"
     torch.testing.assert_close(inc.drops, plain.drops, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- operator rules (from cnn_explain.ops)
+
+
+class _Fn(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def _head(*layers):
+    """conv -> layers -> conv -> mean -> linear: the layers sit between two patch convolutions."""
+    body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), *layers, nn.Conv2d(4, 4, 3), _Fn(lambda x: x.mean((2, 3))),
+                         nn.Linear(4, 3))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for p in body.parameters():
+            torch.nn.init.uniform_(p, -0.5, 0.5)
+    return body.double().eval()
+
+
+_EXACT = {
+    "prelu": [nn.PReLU(4, 0.3)],
+    "rrelu_eval": [nn.RReLU()],
+    "rrelu_fn": [_Fn(lambda x: F.rrelu(x, training=False))],
+    "dropout3d_eval": [nn.Dropout3d(0.5)],
+    "dropout2d_fn": [_Fn(lambda x: F.dropout2d(x, 0.5, training=False))],
+    "groupnorm": [nn.GroupNorm(2, 4)],
+    "layernorm_chw": [nn.LayerNorm([4, 12, 10])],
+    "instancenorm": [nn.InstanceNorm2d(4)],
+    "zeropad": [nn.ZeroPad2d((1, 2, 0, 3))],
+    "constantpad": [nn.ConstantPad2d((2, 0, 1, 1), 0.5)],
+    "fpad": [_Fn(lambda x: F.pad(x, (0, 1, 2, 0), value=-1.0))],
+    "silu_gelu_sigmoid": [nn.SiLU(), nn.GELU(), nn.Sigmoid()],
+}
+
+
+@pytest.mark.parametrize("name", sorted(_EXACT))
+def test_rules_from_the_op_table_are_exact(name):
+    """Each operation runs incrementally and equals plain inference (float64, 1e-12)."""
+    model = _head(*_EXACT[name])
+    x = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    inc, plain = _both(model, x, window=3, stride=2, target=1)
+    assert inc.engine == "incremental", inc.fallback_reason
+    scale = float(plain.attribution.abs().max())
+    assert scale > 0 and float((inc.attribution - plain.attribution).abs().max()) <= 1e-12 * scale
+
+
+@pytest.mark.parametrize("layer, kind", [(nn.GroupNorm(2, 4), "full"), (nn.LayerNorm([4, 12, 10]), "full"),
+                                         (nn.BatchNorm2d(4), "patch"), (nn.PReLU(4), "patch")])
+def test_norms_over_positions_are_not_elementwise(layer, kind):
+    """LayerNorm / GroupNorm (category NORM) make the region the whole map; BatchNorm in eval keeps it."""
+    model = _head(layer)
+    g = make_grid((12, 10), (3, 3), (2, 2))
+    with torch.inference_mode():
+        eng = IncrementalOcclusion(model, torch.rand(1, 3, 12, 10, dtype=torch.float64), *g.positions())
+    assert eng.plan[next(n for n in eng.nodes if n.target == "1")].state.value == kind
+
+
+@pytest.mark.parametrize("layers, reason", [
+    ([_Fn(lambda x: F.rrelu(x, training=True))], "training=True"),
+    ([_Fn(lambda x: F.dropout(x, 0.5))], "training=True"),
+    ([_Fn(lambda x: F.pad(x, (1, 1, 1, 1), mode="reflect"))], "reflect"),
+    ([_Fn(lambda x: F.conv1d(x.flatten(2), torch.ones(4, 4, 3, dtype=x.dtype), padding=1).reshape(x.shape))],
+     "conv1d"),
+    ([nn.Unflatten(1, (4, 1)), nn.Conv3d(4, 4, 1).double(), nn.Flatten(1, 2)], "Conv3d"),
+])
+def test_operations_without_a_rule_fall_back_with_the_reason(layers, reason):
+    model = _head(*layers)
+    x = torch.rand(1, 3, 12, 10, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="not possible"):
+        r = occlusion(model, x, window=3, stride=2, target=1, mode="incremental", progress=False)
+    assert r.engine == "batched" and reason in r.fallback_reason

@@ -284,3 +284,52 @@ def test_forward_hooks_make_incremental_fall_back(where):
     clean = occlusion(model, x, window=4, stride=4, target=0, mode="incremental", progress=False)
     assert clean.engine == "incremental"
     assert not torch.allclose(clean.drops, r.drops)  # the hook did change the scores
+
+
+_PEAK_SCRIPT = r"""
+import sys, warnings
+import torch
+from torch import nn
+from cnn_explain.attribution import occlusion
+
+warnings.simplefilter("ignore")
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                      nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                      nn.Linear(32, 5)).eval()
+x = torch.rand(1, 3, 256, 256)
+occlusion(model, x[..., :32, :32], window=16, stride=16, progress=False)  # kernels and allocator warmed up
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+
+for mib, mode in ((40, "exact"), (60, "incremental"), (200, "incremental")):
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident size
+    before = status("VmRSS")
+    r = occlusion(model, x, window=64, stride=32, progress=False, memory_budget=mib * 2**20, mode=mode)
+    print(mib, r.engine, r.batch_size, status("VmHWM") - before)
+"""
+
+
+def test_memory_budget_bounds_the_peak(tmp_path):
+    """The peak resident memory of a call (VmHWM, in a fresh process) stays within memory_budget, the incremental
+    engine's clean maps included: 40 MiB does not hold them (about 48 MiB) and runs batched; 60 MiB leaves room for
+    two positions; 200 MiB for many."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "peak.py"
+    script.write_text(_PEAK_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=300,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}).stdout.split("\n")
+    rows = [line.split() for line in out if line.strip()]
+    assert [(r[1]) for r in rows] == ["batched", "incremental", "incremental"]
+    assert int(rows[1][2]) < int(rows[2][2])  # the cache leaves room for fewer positions
+    for mib, _, _, peak in rows:
+        assert int(peak) <= int(mib) * 2**20, (mib, int(peak) / 2**20)

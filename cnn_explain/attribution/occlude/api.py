@@ -188,7 +188,7 @@ def occlusion(
         x = x.to(param.device if param is not None else x.device)
         choice = choose(model, x, grid, incremental=run_mode is not Mode.BATCHED,
                         tau=approx_tau if run_mode is Mode.APPROX else None, lowp=lowp,
-                        budget=Budget(memory_budget, batch_size, output, cost_model=run_mode is Mode.EXACT))
+                        budget=Budget(memory_budget, batch_size, cost_model=run_mode is Mode.EXACT))
         engine, fallback_reason = choice.engine, choice.fallback_reason
         logits = engine.clean_logits(model, x, output)
         tgt = resolve_target(target, logits)

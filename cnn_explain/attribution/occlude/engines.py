@@ -280,13 +280,11 @@ class Budget:
     Attributes:
         memory_budget: bytes occlusion may use (the incremental cache included).
         batch_size: positions per batch (None: sized by the budget).
-        output: which part of the model's output holds the scores.
         cost_model: fall back to batched where incremental is predicted slower.
     """
 
     memory_budget: int
     batch_size: int | None
-    output: Any
     cost_model: bool
 
 
@@ -304,22 +302,30 @@ def choose(model: nn.Module, images: torch.Tensor, grid: Grid, *, incremental: b
         return Choice(BatchedEngine(), str(exc), str(exc))
     if budget is None:
         return Choice(engine, None, "incremental inference asked for")
-    return _weigh(engine, model, images, grid, budget)
+    return _weigh(engine, images, grid, budget)
 
 
-def _weigh(engine: IncrementalEngine, model: nn.Module, images: torch.Tensor, grid: Grid, budget: Budget) -> Choice:
-    """Keep ``engine`` if it fits the memory budget and (with the cost model) is predicted faster."""
+def _batched(plain_bytes: int | None) -> BatchedEngine:
+    engine = BatchedEngine()
+    engine.plain_bytes = plain_bytes
+    return engine
+
+
+def _weigh(engine: IncrementalEngine, images: torch.Tensor, grid: Grid, budget: Budget) -> Choice:
+    """Keep ``engine`` if it fits the memory budget and (with the cost model) is predicted faster.
+
+    The clean pass has run: the maps it cached are every tensor one plain forward makes, so
+    they also give the batched engine's bytes per position (no extra forward).
+    """
     fixed, per_position = engine.fixed_bytes(), engine.network.bytes_per_position()
+    plain = fixed // 2 + 2 * images[:1].numel() * images.element_size()
     if budget.batch_size is None and fixed + per_position > budget.memory_budget:
         why = (f"the incremental engine's clean maps and padded copies ({fixed / 2**20:.1f} MiB) and one position "
                f"({per_position / 2**20:.1f} MiB) do not fit memory_budget ({budget.memory_budget / 2**20:.1f} MiB)")
-        return Choice(BatchedEngine(), why, why)
+        return Choice(_batched(plain), why, why)
     if not budget.cost_model:
         return Choice(engine, None, "incremental inference asked for")
-    batched = BatchedEngine()
-    n = len(grid)
-    per_plain = _plain_bytes(model, images[:1], budget.output)
-    batched.plain_bytes = per_plain
+    per_plain, batched, n = plain, _batched(plain), len(grid)
 
     def fit(room: int, each: int) -> int:
         return budget.batch_size or max(1, min(n, room // max(each, 1)))

@@ -90,8 +90,10 @@ def _classify_module(node: fx.Node, m: nn.Module) -> OpSpec:
         return _norm_spec(name, m)
     if cat in (C.CONV, C.POOL_MAX, C.POOL_AVG):
         raise Unsupported(f"no region rule for {name}: only 2-D convolution and pooling have one")
-    if getattr(m, "training", False) and isinstance(m, (nn.RReLU, nn.modules.dropout._DropoutNd)):
-        raise Unsupported(f"{name} is in training mode (random)")  # pragma: no cover (eval mode is set)
+    if isinstance(m, (nn.RReLU, nn.modules.dropout._DropoutNd)):
+        if m.training:  # occlusion sets eval mode; a caller of the engine may not
+            raise Unsupported(f"{name} is in training mode (random)")
+        return OpSpec(OpKind.POINTWISE)  # eval: a fixed slope / the identity
     kind = _by_category(cat, node)
     if kind is None:
         raise Unsupported(f"no region rule for {name}")
