@@ -246,8 +246,9 @@ def test_static_same_padding_conv_stride_2_asymmetric():
     first = next(a for a in results if a.position == (0, 0))
     assert first.rows == (0, 1, 2) and torch.equal(first.input_slice, x[0, :, :3, :3].double())
     assert torch.equal(first.kernel, stem.weight[first.channel].detach().double()) and first.bias is None
-    assert first.actual == pytest.approx(float(F.conv2d(F.pad(x[:1], (0, 1, 0, 1)), stem.weight, stride=2)[0, 0, 0, 0]),
-                                         abs=1e-6)
+    with torch.no_grad():
+        by_hand = F.conv2d(F.pad(x[:1], (0, 1, 0, 1)), stem.weight, stride=2)[0, first.channel, 0, 0]
+    assert first.actual == pytest.approx(float(by_hand), abs=1e-6)
 
 
 def test_static_same_padding_depthwise_and_convnext_depthwise():
@@ -301,3 +302,40 @@ def test_dilated_grouped_conv_and_functional_neighbours():
         list(_every_position(model, x, layer, [1]))
     a = arithmetic(model, x, "b", 5, 1, 2)
     assert a.input_channels == (4, 5) and a.rows == (2, 5, 8) and a.cols == (4, 5, 6)
+
+
+class LayoutNet(nn.Module):
+    """Layout ops the rules follow exactly: grouped reshape and back, transpose, strided slicing,
+    softmax over the columns, GroupNorm, a split along channels, a stack (Identity rows mark the steps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.gn = nn.GroupNorm(2, 4)
+        self.sliced, self.mixed = nn.Identity(), nn.Identity()
+        self.last = nn.Conv2d(4, 2, 3)
+
+    def forward(self, x):
+        x = self.conv(x)
+        n, c, h, w = x.shape
+        y = x.reshape(n, 2, c // 2, h, w).sum(2)          # grid kept: (N, 2, H, W)
+        y = y.transpose(1, 3).sigmoid().transpose(1, 3)  # channels moved to the end and back
+        y = self.sliced(y[:, :, 1:, ::2])                # rows from 1, every other column
+        z = torch.softmax(y, dim=-1)                     # mixes the columns of a row only
+        a, b = z.split(1, dim=1)
+        z = self.mixed(torch.stack([a[:, 0], b[:, 0]], dim=1))
+        return self.last(torch.cat([z, x[:, :2, 1:, ::2]], 1)) + self.gn(x).mean()
+
+
+def test_layout_ops_are_exact():
+    torch.manual_seed(0)
+    model = LayoutNet().eval()
+    walked = trace(model, (2, 9, 10))
+    assert walked.reasons == ()
+    assert _check_fields(_prepared(model), (2, 9, 10)) > 0
+    box = receptive_field(model, "sliced", 2, 1, input_shape=(2, 9, 10))
+    assert box.exact and (box.top, box.bottom, box.left, box.right) == (2, 4, 1, 3)  # row 3, column 2, conv 3×3
+    box = receptive_field(model, "mixed", 2, 1, input_shape=(2, 9, 10))
+    assert box.exact and (box.top, box.bottom, box.left, box.right) == (2, 4, 0, 9)  # the whole row band (cut to the image)
+    box = receptive_field(model, "gn", 0, 0, input_shape=(2, 9, 10))
+    assert box.exact and (box.top, box.bottom, box.left, box.right) == (0, 8, 0, 9)  # GroupNorm: all of it
