@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnn_explain.embedding import embed, extract, knn_accuracy, project, trustworthiness
+from cnn_explain.embedding import available_cores, embed, extract, knn_accuracy, project, trustworthiness
 from cnn_explain.models import mnist_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -334,8 +334,8 @@ def test_umap_notice_once_cache_enabled_and_seeded_runs_equal(blobs, monkeypatch
     x, _ = blobs
     monkeypatch.setitem(_project._UMAP_STATE, "noticed", False)
     monkeypatch.setattr(_project, "_umap_cache_warm", lambda: False)  # as on a fresh machine
-    a = project(x, "umap", seed=0, progress=True)
-    b = project(x, "umap", seed=0, progress=True)
+    a = project(x, "umap", seed=0, progress=True, deterministic=True)
+    b = project(x, "umap", seed=0, progress=True, deterministic=True)
     assert capsys.readouterr().err.count("compiles numba code") == 1
     np.testing.assert_array_equal(a.coords, b.coords)  # seeded UMAP is deterministic (single-threaded)
     assert a.backend == "umap-learn" and a.options["random_state"] == 0
@@ -343,3 +343,54 @@ def test_umap_notice_once_cache_enabled_and_seeded_runs_equal(blobs, monkeypatch
 
     cached = [v for v in vars(uu).values() if isinstance(v, Dispatcher)]
     assert cached and all(type(v._cache).__name__ != "NullCache" for v in cached)
+
+
+# --------------------------------------------------------------------------- threads and determinism
+@pytest.fixture(scope="module")
+def clusters():
+    """600 points in 10 Gaussian clusters in 20-D: enough for the multi-threaded paths to matter."""
+    rng = np.random.default_rng(3)
+    centers = rng.normal(scale=4.0, size=(10, 20))
+    labels = np.repeat(np.arange(10), 60)
+    return (centers[labels] + rng.normal(size=(600, 20))).astype(np.float32)
+
+
+def _trust_default_vs_single(x, method, **opts):
+    multi = project(x, method, seed=0, progress=False, **opts)
+    single = project(x, method, seed=0, progress=False, deterministic=True, **opts)
+    assert multi.threads == available_cores() and single.threads == 1
+    assert multi.options["n_jobs"] == -1 and single.options["n_jobs"] == 1
+    assert abs(trustworthiness(x, multi.coords) - trustworthiness(x, single.coords)) <= 0.005
+    return multi, single
+
+
+@pytest.mark.parametrize("backend", ["opentsne", "sklearn"])
+def test_tsne_defaults_to_every_core_with_the_quality_of_one_thread(clusters, backend):
+    multi, single = _trust_default_vs_single(clusters, "tsne", backend=backend)
+    assert multi.deterministic and single.deterministic
+    again = project(clusters, "tsne", seed=0, progress=False, deterministic=True, backend=backend)
+    np.testing.assert_array_equal(single.coords, again.coords)
+
+
+def test_user_n_jobs_wins_and_bad_deterministic_is_named(clusters):
+    p = project(clusters, "tsne", seed=0, progress=False, n_jobs=1, backend="opentsne")
+    assert p.threads == 1 and p.options["n_jobs"] == 1
+    with pytest.raises(TypeError, match="deterministic"):
+        project(clusters, "pca", deterministic="yes")
+
+
+@pytest.mark.slow
+def test_umap_default_every_core_deterministic_option_identical_twice(clusters, capsys):
+    import numba
+
+    threads_before, numpy_before = numba.get_num_threads(), np.random.get_state()[1].copy()
+    multi, single = _trust_default_vs_single(clusters, "umap")
+    assert not multi.deterministic and multi.options["random_state"] is None
+    assert single.deterministic and single.options["random_state"] == 0
+    again = project(clusters, "umap", seed=0, progress=True, deterministic=True)
+    np.testing.assert_array_equal(single.coords, again.coords)
+    assert "one thread, deterministic" in capsys.readouterr().err
+    project(clusters, "umap", seed=0, progress=True)
+    assert f"on {available_cores()} threads" in capsys.readouterr().err or available_cores() == 1
+    assert numba.get_num_threads() == threads_before  # umap-learn's set_num_threads is undone
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_before)  # the global generator too

@@ -20,12 +20,12 @@ Example:
 
 from ._embed import Embedding, embed
 from ._extract import POOLS, Features, extract
-from ._project import METHODS, Projection, enable_numba_cache, project
+from ._project import METHODS, Projection, available_cores, enable_numba_cache, project, warm_up_umap
 from ._quality import knn_accuracy, trustworthiness
 
 __all__ = [
     "embed", "Embedding",
     "extract", "Features", "POOLS",
-    "project", "Projection", "METHODS", "enable_numba_cache",
+    "project", "Projection", "METHODS", "enable_numba_cache", "warm_up_umap", "available_cores",
     "trustworthiness", "knn_accuracy",
 ]

@@ -17,7 +17,7 @@ import torch
 
 from .._utils import positive_int, progress_bar
 
-__all__ = ["Projection", "project", "METHODS", "as_matrix"]
+__all__ = ["Projection", "project", "METHODS", "as_matrix", "available_cores", "warm_up_umap"]
 
 METHODS = ("pca", "tsne", "umap")
 TSNE_BACKENDS = ("auto", "sklearn", "opentsne")
@@ -38,6 +38,9 @@ class Projection:
             ``min(N, D, 50)`` principal components (``explained_variance[:n_components]``
             belongs to the plotted axes); ``None`` for t-SNE and UMAP.
         options: the method options used (defaults included).
+        threads: the threads the method ran on (PCA: 1, scikit-learn's own BLAS threads aside).
+        deterministic: whether the same seed and data give identical coordinates
+            (``False`` for multi-threaded UMAP: its parallel updates race; see :func:`project`).
     """
 
     coords: np.ndarray
@@ -47,6 +50,8 @@ class Projection:
     backend: str
     explained_variance: np.ndarray | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    threads: int = 1
+    deterministic: bool = True
 
 
 def as_matrix(features: Any, argname: str = "features") -> np.ndarray:
@@ -74,6 +79,7 @@ def project(
     *,
     backend: str = "auto",
     progress: bool = True,
+    deterministic: bool = False,
     **options: Any,
 ) -> Projection:
     """Project ``(N, D)`` feature vectors to ``n_components`` dimensions.
@@ -97,9 +103,17 @@ def project(
       user cache directory). Pass ``numba_cache=False`` to leave umap's numba
       functions as they are.
 
-    Determinism: PCA and t-SNE (both backends) give the same coordinates for the
-    same ``seed`` and data. UMAP is deterministic with a seed but then runs
-    single-threaded; ``seed=None`` lets it use every core (results then vary).
+    Threads and determinism: t-SNE and UMAP use every core this process may run
+    on (``n_jobs=-1``). PCA and t-SNE (both backends, any thread count) give the
+    same coordinates for the same ``seed`` and data. umap-learn is reproducible
+    only single-threaded: by default UMAP runs on every core from a seeded
+    initialization, and coordinates differ slightly between runs (the quality
+    does not: trustworthiness agrees to about 0.005); ``deterministic=True`` runs
+    it on one thread and gives identical coordinates for the same seed (2–3×
+    slower on a 2-core machine, more on larger ones). ``deterministic=True``
+    makes t-SNE single-threaded too. The result's ``threads`` and
+    ``deterministic`` say which ran, and so does the progress line. Passing
+    ``n_jobs`` yourself overrides the thread count.
 
     Args:
         features: :class:`~cnn_explain.embedding.Features`, a tensor or an array ``(N, D)``.
@@ -107,7 +121,8 @@ def project(
         n_components: output dimensions (2 or 3 for plots).
         seed: random seed (``None``: not fixed).
         backend: t-SNE only: ``"auto"``, ``"sklearn"`` or ``"opentsne"``.
-        progress: show a progress bar (openTSNE) / the UMAP compile note.
+        progress: show a progress bar (openTSNE) / a line saying how UMAP runs and the compile note.
+        deterministic: one thread, identical coordinates for the same seed (see above).
         **options: passed to the estimator (``sklearn.decomposition.PCA``,
             ``sklearn.manifold.TSNE`` / ``openTSNE.TSNE``, ``umap.UMAP``).
 
@@ -126,6 +141,8 @@ def project(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(deterministic, bool):
+        raise TypeError(f"deterministic must be True or False, got {deterministic!r}")
     if backend not in TSNE_BACKENDS:
         raise ValueError(f"backend must be one of {TSNE_BACKENDS}, got {backend!r}")
     n_components = positive_int(n_components, "n_components")
@@ -141,8 +158,29 @@ def project(
     if method == "pca":
         return _pca(x, n_components, seed, options)
     if method == "tsne":
-        return _tsne(x, n_components, seed, backend, progress, options)
-    return _umap(x, n_components, seed, progress, options)
+        return _tsne(x, n_components, seed, backend, progress, _with_threads(options, deterministic))
+    return _umap(x, n_components, seed, progress, _with_threads(options, deterministic), deterministic)
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _with_threads(options: dict[str, Any], deterministic: bool) -> dict[str, Any]:
+    """``options`` with ``n_jobs`` set: the caller's, else 1 when ``deterministic``, else every core."""
+    return {"n_jobs": 1 if deterministic else -1, **options}
+
+
+def _threads(n_jobs: Any) -> int:
+    """The thread count ``n_jobs`` stands for (joblib convention: -1 is every core, -2 all but one)."""
+    if n_jobs is None:
+        return 1
+    n_jobs = int(n_jobs)
+    return n_jobs if n_jobs > 0 else max(1, available_cores() + 1 + n_jobs)
 
 
 def _estimator(cls, kwargs: dict[str, Any], what: str):
@@ -181,7 +219,8 @@ def _tsne(x: np.ndarray, k: int, seed: int | None, backend: str, progress: bool,
     if k > 3 and "method" not in options:
         kw["method"] = "exact"  # Barnes-Hut handles at most 3 dimensions
     coords = _estimator(TSNE, kw, "sklearn.manifold.TSNE").fit_transform(x)
-    return Projection(np.asarray(coords, dtype=np.float32), "tsne", k, seed, "sklearn", None, kw)
+    return Projection(np.asarray(coords, dtype=np.float32), "tsne", k, seed, "sklearn", None, kw,
+                      threads=_threads(kw["n_jobs"]), deterministic=seed is not None)
 
 
 def _opentsne(x: np.ndarray, k: int, seed: int | None, perplexity: float, progress: bool, options: dict) -> Projection:
@@ -198,7 +237,8 @@ def _opentsne(x: np.ndarray, k: int, seed: int | None, perplexity: float, progre
     if 3 * perplexity >= n and "perplexity" not in options:  # openTSNE needs 3·perplexity neighbours
         kw["perplexity"] = max(1.0, (n - 1) / 3)
     total = int(kw.get("early_exaggeration_iter", 250)) + int(kw.get("n_iter", 500))
-    bar = progress_bar(enabled=progress, total=total, desc="t-SNE (openTSNE)", unit="it")
+    threads = _threads(kw.get("n_jobs"))
+    bar = progress_bar(enabled=progress, total=total, desc=f"t-SNE (openTSNE, {threads} threads)", unit="it")
     every = 10
 
     def tick(iteration, error, embedding):  # openTSNE callback: return True to stop
@@ -216,7 +256,7 @@ def _opentsne(x: np.ndarray, k: int, seed: int | None, perplexity: float, progre
         bar.close()
     kw.pop("callbacks", None)
     kw.pop("callbacks_every_iters", None)
-    return Projection(coords, "tsne", k, seed, "opentsne", None, kw)
+    return Projection(coords, "tsne", k, seed, "opentsne", None, kw, threads=threads, deterministic=seed is not None)
 
 
 # --------------------------------------------------------------------------- UMAP
@@ -265,24 +305,69 @@ def enable_numba_cache() -> int:
     return count
 
 
-def _umap(x: np.ndarray, k: int, seed: int | None, progress: bool, options: dict) -> Projection:
+def _umap(x: np.ndarray, k: int, seed: int | None, progress: bool, options: dict,
+          deterministic: bool = False) -> Projection:
     numba_cache = bool(options.pop("numba_cache", True))
     try:
+        import numba
         import umap
     except ImportError as exc:  # pragma: no cover - umap-learn is a dependency
         raise ValueError("method='umap' needs umap-learn: pip install umap-learn") from exc
     if numba_cache and not _UMAP_STATE["cached"]:
         enable_numba_cache()
+    threads = _threads(options["n_jobs"])
+    # umap-learn is reproducible only with ``random_state`` set, which also forces one thread; on more
+    # threads the seed goes to the global NumPy generator it then draws from (restored afterwards).
+    one_thread = deterministic or threads == 1
+    kw = {"n_components": k, "n_neighbors": min(15, x.shape[0] - 1), "min_dist": 0.1,
+          "random_state": seed if one_thread else None, **options}
+    if progress:
+        how = ("one thread, deterministic" if one_thread and seed is not None else
+               f"{threads} threads; coordinates vary slightly between runs (deterministic=True: one thread, "
+               "identical coordinates)")
+        print(f"cnn_explain: UMAP of {x.shape[0]:,} points on {how}", file=sys.stderr, flush=True)
     if not _UMAP_STATE["noticed"]:
         _UMAP_STATE["noticed"] = True
         if progress and not _umap_cache_warm():
             print("cnn_explain: UMAP's first call in this session compiles numba code; this takes tens of "
                   "seconds once" + (" and is cached on disk for later sessions." if numba_cache else "."),
                   file=sys.stderr, flush=True)
-    kw = {"n_components": k, "n_neighbors": min(15, x.shape[0] - 1), "min_dist": 0.1, "random_state": seed, **options}
     est = _estimator(umap.UMAP, kw, "umap.UMAP")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
-        warnings.filterwarnings("ignore", message=".*random_state.*parallelism.*")
-        coords = est.fit_transform(x)
-    return Projection(np.asarray(coords, dtype=np.float32), "umap", k, seed, "umap-learn", None, kw)
+    numba_threads, numpy_state = numba.get_num_threads(), np.random.get_state()
+    try:
+        if seed is not None and kw["random_state"] is None:
+            np.random.seed(seed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
+            warnings.filterwarnings("ignore", message=".*random_state.*parallelism.*")
+            # pynndescent's nn_descent cannot be cached (numba: "dynamic globals"); it compiles per process
+            warnings.filterwarnings("ignore", message=".*Cannot cache compiled function.*")
+            coords = est.fit_transform(x)
+    finally:  # umap-learn sets numba's process-wide thread count to n_jobs
+        numba.set_num_threads(numba_threads)
+        np.random.set_state(numpy_state)
+    return Projection(np.asarray(coords, dtype=np.float32), "umap", k, seed, "umap-learn", None, kw,
+                      threads=1 if one_thread else threads, deterministic=one_thread and seed is not None)
+
+
+WARM_UP_POINTS = 4_200  # above umap-learn's 4,096: its approximate neighbour search (NN-descent) runs too
+
+
+def warm_up_umap(progress: bool = False) -> float:
+    """Compile (or load from numba's disk cache) every numba function a UMAP run needs; returns seconds.
+
+    Runs :func:`project` once single-threaded and once on every core on
+    ``WARM_UP_POINTS`` random points (more than 4,096, so umap-learn's
+    NN-descent neighbour search compiles too, not only its exact one), with the
+    disk cache on (:func:`enable_numba_cache`): later processes load the
+    machine code instead of compiling it, except pynndescent's ``nn_descent``
+    which numba cannot cache ("dynamic globals") and compiles once per process.
+    Call it once per process before timing or serving UMAP.
+    """
+    import time
+
+    start = time.perf_counter()
+    x = np.random.default_rng(0).normal(size=(WARM_UP_POINTS, 8)).astype(np.float32)
+    for deterministic in (True, False):
+        project(x, "umap", seed=0, progress=progress, deterministic=deterministic, n_epochs=2)
+    return time.perf_counter() - start
