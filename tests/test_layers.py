@@ -175,6 +175,8 @@ def test_model_left_unchanged(snapshot):
     snap.assert_unchanged()
     assert torch.equal(torch.get_rng_state(), rng)
     assert torch._C._len_torch_function_stack() == 0 and hook_count(model) == 0
+    assert torch._C._len_torch_dispatch_stack() == 0  # the MAC counter is gone, with its global module hooks
+    assert not nn.modules.module._global_forward_hooks and not nn.modules.module._global_forward_pre_hooks
 
 
 @pytest.mark.parametrize(

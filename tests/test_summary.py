@@ -162,3 +162,26 @@ def test_architecture_figure():
     assert [b.get_width() for b in ax.containers[0]] == [r.neurons for r in shown]
     assert [b.get_width() for b in ax.containers[1]] == [r.params for r in shown]
     fig.savefig(__import__("io").BytesIO(), format="png")  # renders with zero-parameter bars on a log axis
+
+
+class TiedAndUnused(nn.Module):
+    """Two convs sharing one weight tensor, and a head the forward never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 2, 3, padding=1)
+        self.b = nn.Conv2d(2, 2, 3, padding=1, bias=False)
+        self.b.weight = self.a.weight
+        self.unused = nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_tied_weights_and_uncalled_modules_keep_the_column_summing_to_the_total():
+    s = summarize(TiedAndUnused(), (2, 5, 5))
+    by = {r.name: r for r in s.rows}
+    assert (by["a"].params, by["b"].params, by["unused"].params) == (38, 0, 16)
+    assert by["b"].formula == "shared with a" and by["unused"].shape == "not called" and by["unused"].macs == 0
+    assert sum(r.params for r in s.rows) == s.total_params == 38 + 16
+    assert by["a"].macs == by["b"].macs == 5 * 5 * 2 * 2 * 9 and s.total_macs == 2 * by["a"].macs
