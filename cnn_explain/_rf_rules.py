@@ -223,6 +223,8 @@ def reshaped(mode: Any, func: Any, args: tuple, kwargs: dict, known: Known, out:
     src = _src(args, kwargs)
     fld = mode.field_of(src)
     if fld is None or not _grid(src, fld) or fld.dims[1] != fld.dims[0] + 1:
+        if out.dim() == 4 and tuple(out.shape[-2:]) != (1, 1):  # tokens back to a map: positions unknown
+            return conservative(mode, func, out, f"{_name(func)} makes an image grid from a tensor without one")
         return global_union(mode, known)
     shape, new = tuple(src.shape), tuple(out.shape)
     dh = fld.dims[0]

@@ -339,3 +339,32 @@ def test_layout_ops_are_exact():
     assert box.exact and (box.top, box.bottom, box.left, box.right) == (2, 4, 0, 9)  # the whole row band (cut to the image)
     box = receptive_field(model, "gn", 0, 0, input_shape=(2, 9, 10))
     assert box.exact and (box.top, box.bottom, box.left, box.right) == (0, 8, 0, 9)  # GroupNorm: all of it
+
+
+class Tokens(nn.Module):
+    """A map flattened to tokens, a Linear per token, and reshaped back: the grid is rebuilt by position
+    arithmetic the rules do not follow, so the fields after it are conservative and say so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.token = nn.Linear(4, 4)
+        self.head = nn.Conv2d(4, 1, 1)
+        self.se = nn.Linear(4, 4)
+
+    def forward(self, x):
+        x = self.conv(x)
+        n, c, h, w = x.shape
+        gate = torch.sigmoid(self.se(x.mean((2, 3)))).view(n, c, 1, 1)  # a 1×1 grid from a vector: exact
+        x = x * gate
+        t = self.token(x.flatten(2).transpose(1, 2))
+        return self.head(t.transpose(1, 2).reshape(n, c, h, w))
+
+
+def test_tokens_reshaped_back_to_a_map_are_flagged():
+    model = Tokens().eval()
+    walked = trace(model, (1, 6, 5))
+    fields = {i.name: i.rf_field for i in walked.infos}
+    assert fields["conv"].reason is None and fields["se"].reason is None
+    assert "grid" in fields["head"].reason and walked.reasons == (fields["head"].reason,)
+    assert _check_fields(_prepared(model), (1, 6, 5)) > 0
