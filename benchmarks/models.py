@@ -128,3 +128,20 @@ def vgg11(num_classes: int = 10, image_size: int = 128, seed: int = 0) -> nn.Mod
 def resnet18(num_classes: int = 10, seed: int = 0) -> nn.Module:
     """Seeded ResNet-18-style network (eval mode)."""
     return seeded(ResNet18(num_classes), seed)
+
+
+REAL_SIZE = 64  # the look-alikes of third-party CNNs run at 64×64 in the benchmark
+
+
+def real_net_64(name: str, seed: int = 0) -> nn.Module:
+    """The seeded look-alike ``name`` of ``tests/realnets.py`` (``REAL_NETS``), built for 64×64 inputs."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import realnets
+
+    factory, _, _ = realnets.REAL_NETS[name]
+    if name == "efficientnet":
+        return realnets.seeded(lambda: realnets.EffNetLike(image_size=REAL_SIZE), seed)
+    return realnets.seeded(factory, seed)

@@ -1,6 +1,7 @@
 """Occlusion speed: captum.attr.Occlusion vs cnn_explain exact (incremental) and approx, same run.
 
-Usage: ``python benchmarks/occlusion.py [--quick] [--no-write]``
+Usage: ``python benchmarks/occlusion.py [--quick] [--no-write]``; ``--real``: the look-alikes of
+third-party CNNs (``tests/realnets.py`` at 64×64, see `real_table`), printed only.
 
 Every timed run happens in its own subprocess (``--worker``); each method runs
 ``--repeat`` times (default 2) and the fastest run is reported, because a single
@@ -221,6 +222,74 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+REAL_NAMES = ("efficientnet", "convnext", "densenet", "resnet_tv", "dataclass_out", "control_flow")
+
+
+def _best_time(call, repeat: int) -> float:
+    call()  # untimed: kernel creation and first touch
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_real(name: str, window: int = 8, stride: int = 4, repeat: int = 2) -> dict:
+    """captum (best of ppe 16 / 64) against ours exact / batched / incremental on one look-alike, warm, in-process."""
+    import warnings
+
+    from captum.attr import Occlusion
+    from models import REAL_SIZE, real_net_64
+
+    from cnn_explain.attribution import occlusion
+    from cnn_explain.attribution.occlude.incremental import IncrementalOcclusion, Unsupported
+    from cnn_explain.attribution.occlude.windows import make_grid
+    from cnn_explain.hooks import select_output
+
+    model = real_net_64(name)
+    x = torch.rand(1, 3, REAL_SIZE, REAL_SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        target = int(select_output(model(x)).argmax())
+    row = {"model": name}
+    for ppe in (16, 64):
+        def captum(ppe=ppe):
+            with torch.inference_mode():
+                return Occlusion(lambda z: torch.softmax(select_output(model(z)), 1)).attribute(
+                    x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride), target=target,
+                    baselines=0.0, perturbations_per_eval=ppe)
+        row[f"captum{ppe}"] = _best_time(captum, repeat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for mode in ("exact", "batched", "incremental"):
+            def ours(mode=mode):
+                return occlusion(model, x, target=target, window=window, stride=stride, mode=mode, progress=False)
+            row[mode] = _best_time(ours, repeat)
+            r = ours()
+            row[f"{mode}_engine"], row[f"{mode}_reason"] = r.engine, r.engine_reason
+    try:
+        g = make_grid((REAL_SIZE, REAL_SIZE), (window, window), (stride, stride))
+        with torch.inference_mode():
+            m = IncrementalOcclusion(model, x, *g.positions()).macs()
+        row["limit"] = m["full"] / m["needed"]
+    except Unsupported:
+        row["limit"] = float("nan")
+    return row
+
+
+def real_table(rows: list[dict]) -> str:
+    head = ("| model | captum s (best ppe) | exact s | engine | batched s | incremental s | exact ÷ captum | "
+            "exact ÷ batched | MAC limit × | why |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        ppe = min((16, 64), key=lambda p: r[f"captum{p}"])
+        cap = r[f"captum{ppe}"]
+        lines.append(f"| {r['model']} | {cap:.3f} ({ppe}) | {r['exact']:.3f} | {r['exact_engine']} | "
+                     f"{r['batched']:.3f} | {r['incremental']:.3f} | {r['exact'] / cap:.2f} | "
+                     f"{r['exact'] / r['batched']:.2f} | {r['limit']:.2f} | {r['exact_reason']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller inputs (VGG/ResNet at 64×64), ppe 16 and 64 only")
@@ -228,10 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     p.add_argument("--repeat", type=int, default=2,
                    help="fresh-process runs per method; the fastest is reported (the float64 reference runs once)")
+    p.add_argument("--real", action="store_true",
+                   help="the look-alikes of third-party CNNs at 64×64 (window 8, stride 4), printed only")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.real:
+        print(real_table([bench_real(name, repeat=args.repeat) for name in REAL_NAMES]))
         return 0
     ppes = (16, 64) if args.quick else (1, 16, 64)
     rows = []

@@ -123,3 +123,34 @@ def test_choose_engine_says_why_not_incremental():
         assert choose_engine(Branchy(), images, grid, incremental=True, warn=False)[1] == reason
         engine, reason = choose_engine(Branchy(), images, grid, incremental=False)
     assert isinstance(engine, BatchedEngine) and reason is None
+
+
+def test_graph_is_reused_and_retraced_when_a_module_is_replaced():
+    """The traced graph is kept per model; replacing a submodule traces again (results stay exact)."""
+    from cnn_explain.attribution import occlusion
+    from cnn_explain.attribution.occlude import incremental
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).relu().mean((2, 3)))
+
+    model = Net().double().eval()
+    x = torch.rand(1, 3, 10, 10, dtype=torch.float64)
+
+    def both():
+        inc = occlusion(model, x, window=3, stride=2, target=0, mode="incremental", progress=False)
+        plain = occlusion(model, x, window=3, stride=2, target=0, mode="batched", progress=False)
+        assert inc.engine == "incremental"
+        torch.testing.assert_close(inc.attribution, plain.attribution, rtol=0, atol=1e-12)
+
+    both()
+    graph = next(iter(incremental._GRAPHS[model].values()))[0]
+    both()
+    assert next(iter(incremental._GRAPHS[model].values()))[0] is graph  # reused
+    model.conv = nn.Conv2d(3, 4, 5, stride=2).double()
+    both()
+    assert next(iter(incremental._GRAPHS[model].values()))[0] is not graph

@@ -129,6 +129,9 @@ class _Recorder(TorchFunctionMode):
             start += part.shape[1]
 
 
+_TENSOR = object()  # where a tensor sits in the output's structure
+
+
 def _changes_input(func: Any, args: tuple, kwargs: dict) -> bool:
     """Whether a call that returned one of its inputs changed it in place (``relu_``, ``+=``, ``inplace=True``)."""
     name = getattr(func, "__name__", "")
@@ -183,8 +186,10 @@ def record(model: nn.Module, image: torch.Tensor) -> Recorded:
     graph.output(tuple(recorder.node_of(t) for t in leaves))
     graph.eliminate_dead_code()
 
+    template = _map_leaves(out, lambda a: _TENSOR if isinstance(a, torch.Tensor) else a)  # holds no tensor
+
     def rebuild(values: Any) -> Any:
         it = iter(values)
-        return _map_leaves(out, lambda a: next(it) if isinstance(a, torch.Tensor) else a)
+        return _map_leaves(template, lambda a: next(it) if a is _TENSOR else a)
 
     return Recorded(graph, rebuild)
