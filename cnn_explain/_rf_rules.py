@@ -29,7 +29,6 @@ import math
 import operator
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

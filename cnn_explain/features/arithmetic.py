@@ -13,6 +13,13 @@ If the next module the model calls is an activation (``nn.ReLU``, ...) applied t
 this output, its value is given too: the bias is added *before* the activation
 (seed 000's text adds it after; the layer computes ``relu(Σ + b)``).
 
+The sum is written with the operands of the ``F.conv2d`` call that actually
+produced the layer's output (recorded while the model runs), so a conv module
+whose ``forward`` pads its input itself (EfficientNet's static "same" padding),
+standardizes its weight or calls the convolution with other arguments is
+explained as it computes; a layer whose output no single convolution explains
+(a ``forward`` that adds to the result) raises a ``ValueError`` instead.
+
 Max pooling says which input won and where; average pooling gives the sum and
 the divisor (``count_include_pad`` / ``divisor_override`` as PyTorch); a Linear
 layer gives the dot product ``Σ_i x_i·W[k, i] + b[k]``.
@@ -27,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -78,7 +84,8 @@ class Arithmetic(Displayable):
         activation: :class:`Activation` ``(name, value)`` when the next module is
             an activation applied to this output, else None.
         input_channels: input channels read (conv: the group's; pools: ``(channel,)``).
-        rows, cols: input coordinates read (outside ``[0, H)`` = padding).
+        rows, cols: input coordinates read, in the layer's input (outside ``[0, H)`` = padding,
+            also padding the layer's ``forward`` adds itself with ``F.pad``).
         winner: max pools: ``(row, col)`` of the winning input; else None.
         divisor: average pools: the count the sum is divided by; else None.
         output_shape: the layer output shape for one image; ``input_shape`` likewise.
