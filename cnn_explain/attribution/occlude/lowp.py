@@ -31,21 +31,74 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import platform
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LowPrecision", "native_bfloat16"]
+__all__ = ["LowPrecision", "native_bfloat16", "cpu_flags", "cpu_name", "BF16_FLAGS"]
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of native bfloat16 multiply units
+
+
+@functools.lru_cache(maxsize=None)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """``(model name, flags)`` of the first processor in ``/proc/cpuinfo`` (empty where there is none)."""
+    name, flags = "", frozenset()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return platform.processor(), flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not name:
+            name = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = frozenset(value.split())
+    return name or platform.processor(), flags
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as the OS lists them (``avx2``, ``avx512_bf16``, ``amx_bf16``, ...)."""
+    return _cpuinfo()[1]
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``"AMD EPYC 7B13"``, ``"Intel(R) Xeon(R) ..."``)."""
+    return _cpuinfo()[0]
+
+
+def _torch_bf16_checks() -> list[bool] | None:
+    """PyTorch's own answers (AMX tiles, AVX512-BF16), or None where this build lacks the helpers."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    checks = [c for c in checks if c is not None]
+    if not checks:
+        return None
+    try:
+        return [bool(c()) for c in checks]
+    except Exception:  # private helpers failing: fall back to the OS's flags
+        return None
 
 
 def native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX512-BF16); emulated bfloat16 is slower than float32."""
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    try:
-        return torch.backends.mkldnn.is_available() and any(bool(c()) for c in checks if c is not None)
-    except Exception:  # private helpers: absent or failing means "do not rely on it"
+    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX512-BF16).
+
+    Emulated bfloat16 (AVX2, AVX-512 without BF16) converts every operand and
+    runs slower than float32, so approximate occlusion's ``"auto"`` precision
+    picks float32 there. PyTorch's own checks decide (they also honour limits
+    set for oneDNN); builds without them fall back to the ``/proc/cpuinfo``
+    flags in `BF16_FLAGS`.
+    """
+    if not torch.backends.mkldnn.is_available():
         return False
+    checks = _torch_bf16_checks()
+    if checks is not None:
+        return any(checks)
+    return any(flag in cpu_flags() for flag in BF16_FLAGS)
 
 
 class LowPrecision:
