@@ -34,7 +34,8 @@ def _step(value: Any, step: str | int) -> Any:
         i = int(step)
         if -len(value) <= i < len(value):
             return value[i]
-    plain = isinstance(value, (Mapping, list, torch.Tensor)) or (isinstance(value, tuple) and not hasattr(value, "_fields"))
+    named_tuple = isinstance(value, tuple) and hasattr(value, "_fields")
+    plain = isinstance(value, (Mapping, list, torch.Tensor)) or (isinstance(value, tuple) and not named_tuple)
     if isinstance(step, str) and step.isidentifier() and (dataclasses.is_dataclass(value) or not plain) \
             and hasattr(value, step):
         return getattr(value, step)

@@ -14,6 +14,12 @@ Recorded tensors are taken so that later in-place operations of the model
 module called several times in one forward is recorded once per call: the first
 call under its name, the next ones as ``name#1``, ``name#2``, ...
 
+A layer returning a tuple, dict or dataclass is named with a selector after its
+name (``"stage2.last_hidden_state"``, see :func:`split_selector`). One model may
+be explained from several threads: :func:`capture` and :func:`preserved` hold
+the model's re-entrant lock while open, and hooks record only the calls of the
+thread that opened the capture.
+
 Example:
     >>> import torch, torch.nn as nn
     >>> from cnn_explain.hooks import capture
@@ -231,7 +237,11 @@ class Recording:
             store.clear()
 
     def tensor(self, name: str) -> torch.Tensor:
-        """The recorded output of ``name``; a ``ValueError`` naming the layer, the type and a selector if not a tensor."""
+        """The recorded output of ``name``.
+
+        Raises:
+            ValueError: it is not a tensor; the message names the layer, its type and the selector to pass.
+        """
         value = self.outputs[name]
         if not isinstance(value, torch.Tensor):
             raise ValueError(not_a_tensor_message(name.partition("#")[0], value))
@@ -245,7 +255,7 @@ class Recording:
                 selector to pass), its tensor does not depend on the input, or
                 nothing graph-attached was recorded under ``name``.
         """
-        live, store, side = ((self._live_inputs, self.inputs, "input") if input else (self._live, self.outputs, "output"))
+        live, store, side = (self._live_inputs, self.inputs, "input") if input else (self._live, self.outputs, "output")
         if name in live:
             return live[name]
         if name in store and not isinstance(store[name], torch.Tensor):
@@ -255,7 +265,8 @@ class Recording:
                              "operations (it is not attached to the autograd graph)")
         raise ValueError(f"no graph-attached {side} for {name!r}; use capture(..., grads=True) and run a forward")
 
-    def gradients(self, score: torch.Tensor, names: Sequence[str] | None = None, *, retain_graph: bool = False) -> dict[str, torch.Tensor]:
+    def gradients(self, score: torch.Tensor, names: Sequence[str] | None = None, *,
+                  retain_graph: bool = False) -> dict[str, torch.Tensor]:
         """Gradients of ``score`` (summed if not scalar) with respect to recorded outputs.
 
         Uses ``torch.autograd.grad``: nothing accumulates into any ``.grad``.

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnn_explain.hooks import capture, hook_count, preserved, resolve_layer, resolve_layers, select_output
+from cnn_explain.hooks import capture, hook_count, preserved, resolve_layer, resolve_layers, select_output, split_selector
 
 from conftest import Boom
 
@@ -163,3 +163,33 @@ def test_clear_between_batches_restarts_call_names(tiny_net, images):
             tiny_net(images[i : i + 1])
             assert list(rec.keys()) == ["conv1"]
             torch.testing.assert_close(rec["conv1"], tiny_net.conv1(images[i : i + 1]).detach())
+
+
+def test_a_selector_follows_the_layer_name_and_a_submodule_name_wins(tiny_resnet):
+    by_name = dict(tiny_resnet.named_modules())
+    assert split_selector(by_name, "layer2.conv2") == ("layer2.conv2", ())  # a submodule, never a selector
+    assert split_selector(by_name, "layer2.conv2.0.x") == ("layer2.conv2", ("0", "x"))
+    assert split_selector(by_name, "nothing.here") == ("nothing.here", ())
+    assert resolve_layers(tiny_resnet, ["fc", "layer1.out"]) == {"layer1.out": tiny_resnet.layer1, "fc": tiny_resnet.fc}
+
+
+def test_inputs_are_taken_before_the_layer_runs_and_kept_attached_with_grads(tiny_resnet, images):
+    """layer2.relu is an in-place ReLU called twice: its recorded inputs are what it received (negatives
+    included), and with grads the gradient with respect to the second one (the block's sum) equals autograd
+    through the rest of the network written out by hand."""
+    net = tiny_resnet
+    with torch.enable_grad(), capture(net, "layer2.relu", grads=True, inputs=True, keep_outputs=False) as rec:
+        out = net(images)
+        (g,) = torch.autograd.grad(out[:, 1].sum(), rec.live("layer2.relu#1", input=True))
+    with torch.no_grad():
+        blk = net.layer2
+        first = blk.bn1(blk.conv1(net.layer1(net.relu(net.bn(net.stem(images))))))
+    torch.testing.assert_close(rec.inputs["layer2.relu"], first)
+    assert (rec.inputs["layer2.relu"] < 0).any()  # taken before the in-place ReLU ran
+    pre = rec.inputs["layer2.relu#1"].clone().requires_grad_(True)
+    ref = net.fc(torch.flatten(net.gap(torch.relu(pre)), 1))
+    torch.testing.assert_close(ref, out.detach())
+    (g_ref,) = torch.autograd.grad(ref[:, 1].sum(), pre)
+    assert g_ref.abs().max() > 0
+    torch.testing.assert_close(g, g_ref)
+    assert list(rec.modules) == ["layer2.relu", "layer2.relu#1"] and not rec.outputs
