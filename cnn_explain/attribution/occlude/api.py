@@ -166,8 +166,8 @@ def occlusion(
         >>> from cnn_explain.models import tiny_vgg
         >>> net = tiny_vgg().eval()
         >>> r = occlusion(net, torch.rand(1, 3, 16, 16), window=4, stride=2, progress=False)
-        >>> r.attribution.shape, r.engine
-        (torch.Size([1, 3, 16, 16]), 'incremental')
+        >>> r.attribution.shape, r.engine_reason.startswith("cost model")  # incremental or batched: predicted faster
+        (torch.Size([1, 3, 16, 16]), True)
     """
     model = _check_model(model)
     param = next(iter(model.parameters()), None)
