@@ -151,19 +151,21 @@ def _unchanged_channels(result: MaximizeResult, tol: float = 1e-3) -> list[bool]
     return (still.cpu() | flat.cpu()).tolist()
 
 
-def maximize_grid(result: MaximizeResult, ncols: int = 8) -> Figure:
+def maximize_grid(result: MaximizeResult, ncols: int = 8, *, class_names: Sequence[str] | None = None) -> Figure:
     """The images of a :class:`~cnn_explain.features.maximize.MaximizeResult`, one per channel.
 
     Drawn from ``result.pixels`` (values in [0, 1]); Axes titled ``"ch k"``. An image
     the optimization did not change (:func:`_unchanged_channels`: the channel never
     fired, so the image stayed flat grey) is not shown as a result: its panel says
-    ``"never fired"`` instead.
+    ``"never fired"`` instead. With ``class_names`` (when the layer is the class
+    scores) each panel is titled with the class's name.
     """
     n = len(result.channels)
     dead = _unchanged_channels(result)
     fig = blank_figure(figsize=(1.6 * min(ncols, n), 1.7 * math.ceil(n / ncols) + 0.5))
     for ax, img, ch, off in zip(_grid(fig, n, ncols), result.pixels, result.channels, dead):
-        ax.set_title(f"ch {ch}", fontsize=8, color="tab:red" if off else "black")
+        name = f"ch {ch}" if class_names is None or not 0 <= ch < len(class_names) else str(class_names[ch])
+        ax.set_title(name, fontsize=8, color="tab:red" if off else "black")
         if off:
             ax.set_axis_on()
             ax.set_xticks([]), ax.set_yticks([])

@@ -50,9 +50,11 @@ def style_figure(result: StyleResult, content: Any = None, style: Any = None, *,
         ax.set_axis_off()
     loss_curves(result, ax=axes[3])
     settings = result.settings
+    drop = getattr(result, "style_drop", float("nan"))
+    gain = f"; style (Gram) loss {drop:.0f}× lower than the content image's" if drop == drop else ""
     fig.suptitle(
         f"{settings.get('model_name', 'model')}, {settings.get('optimizer', '')} × {len(result.history)} steps, "
-        f"{result.seconds:.1f} s",
+        f"{result.seconds:.1f} s{gain}",
         fontsize="medium",
     )
     return fig

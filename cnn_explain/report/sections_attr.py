@@ -29,7 +29,7 @@ def build_attribution(ctx: ReportContext):
     target = results[0].target.tolist()
     figures = []
     for i in range(n):
-        fig = attribution_grid(results, indices=[i], titles=TITLES)
+        fig = attribution_grid(results, indices=[i], titles=TITLES, class_names=ex.class_names, labels=ctx.names)
         label = ex.label(target[i])
         figures.append(ctx.figure(fig, f"{ctx.names[i]}: explaining class {label}"))
     body = render("attribution.html", window=s.occlusion_window, stride=s.occlusion_stride, figures=figures)
@@ -39,10 +39,12 @@ def build_attribution(ctx: ReportContext):
 def build_sanity(ctx: ReportContext):
     """Model-parameter randomization (Adebayo et al., 2018) of one saliency method."""
     from ..plotting import sanity_figure
+    from ..plotting._sanity import verdict
 
     method = ctx.settings.sanity_method
     res = ctx.explainer.sanity_check(ctx.images[:1], method=method, progress=ctx.progress)
-    figure = ctx.figure(sanity_figure(res), f"Sanity check of {method}")
+    figure = ctx.figure(sanity_figure(res, class_names=ctx.explainer.class_names, labels=ctx.names),
+                        f"Sanity check of {method}: {verdict(res)}")
     rows = _sanity_rows(res)
     steps = table(["randomized up to", "Spearman ρ", "SSIM"], rows, numeric=(1, 2)) if rows else None
     body = render("sanity.html", method=method, image=ctx.names[0], figure=figure, table=steps)
@@ -130,5 +132,7 @@ def build_style(ctx: ReportContext):
     options.setdefault("progress", ctx.progress)
     res = transfer(opts["content"], opts["style"], **options)
     last = res.history[-1] if res.history else {}
-    body = render("style.html", figure=ctx.figure(style_figure(res), "Content, style and the result"))
-    return body, {"steps": len(res.history), "final_total": float(last.get("total", float("nan")))}
+    caption = f"Content, style and the result: the style (Gram) loss fell {res.style_drop:.0f}× from the content image's own"
+    body = render("style.html", figure=ctx.figure(style_figure(res), caption))
+    return body, {"steps": len(res.history), "final_total": float(last.get("total", float("nan"))),
+                  "style_drop": float(res.style_drop)}

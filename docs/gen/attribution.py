@@ -15,7 +15,7 @@ import torch
 
 from cnn_explain.attribution import deletion_insertion, grad_cam, saliency, sanity_check
 from cnn_explain.attribution.result import Attribution
-from cnn_explain.data import load_digits
+from cnn_explain.data import DIGIT_CLASSES, load_digits
 from cnn_explain.plotting import attribution_grid, deletion_insertion_figure, heatmap, sanity_figure
 from cnn_explain.train import pretrained_digits_cnn
 
@@ -48,13 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         grad_cam(model, four, guided=True),
     ]
     titles = ["gradient", "guided", "deconv", "SmoothGrad", "Grad-CAM", "guided Grad-CAM"]
-    _save(attribution_grid(results, titles=titles), "attr_grid.png", out)
-    _save(heatmap(saliency(model, four, method="gradient", abs=False), index=0), "attr_heatmap.png", out)
+    _save(attribution_grid(results, titles=titles, class_names=DIGIT_CLASSES), "attr_grid.png", out)
+    _save(heatmap(saliency(model, four, method="gradient", abs=False), index=0, class_names=DIGIT_CLASSES),
+          "attr_heatmap.png", out)
 
     for method in ("gradient", "guided"):
         s = sanity_check(model, x, method=method, progress=False)
         print(s)
-        _save(sanity_figure(s, index=0), f"attr_sanity_{method}.png", out)
+        _save(sanity_figure(s, index=0, class_names=DIGIT_CLASSES), f"attr_sanity_{method}.png", out)
 
     curves = {m: deletion_insertion(model, x, saliency(model, x, method=m), steps=20, progress=False)
               for m in ("gradient", "guided")}

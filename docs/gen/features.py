@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cnn_explain import explain
-from cnn_explain.data import load_digits, sample_image
+from cnn_explain.data import DIGIT_CLASSES, load_digits, sample_image
 from cnn_explain.models import cifar10_cnn
 from cnn_explain.plotting import (arithmetic_figure, feature_map_grid, filter_grid, maximize_grid,
                                   receptive_field_figure)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     _save(maximize_grid(mx), "maximize_digits.png", out)
     logits = digits.maximize("12", list(range(10)), steps=args.steps, input_shape=(1, 28, 28), tv=0.5,
                              progress=False)  # "12" is the last Linear: the class scores
-    _save(maximize_grid(logits, ncols=5), "maximize_classes.png", out)
+    _save(maximize_grid(logits, ncols=5, class_names=DIGIT_CLASSES), "maximize_classes.png", out)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

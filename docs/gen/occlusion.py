@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from cnn_explain.attribution import occlusion  # noqa: E402
-from cnn_explain.data import load_digits  # noqa: E402
+from cnn_explain.data import DIGIT_CLASSES, load_digits  # noqa: E402
 from cnn_explain.plotting import attribution_grid  # noqa: E402
 from cnn_explain.train import pretrained_digits_cnn  # noqa: E402
 
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> Path:
     exact = occlusion(model, x, window=6, stride=2, progress=False)
     approx = occlusion(model, x, window=6, stride=2, mode="approx", compare_exact=True, progress=False)
     fig = attribution_grid([exact, approx], titles=[f"exact ({exact.engine})",
-                                                    f"approx (Pearson {approx.deviation['pearson']:.3f})"])
+                                                    f"approx (Pearson {approx.deviation['pearson']:.3f})"],
+                           class_names=DIGIT_CLASSES)
     out = ROOT / "docs" / "img" / "occlusion.png"
     fig.savefig(out, dpi=90, bbox_inches="tight")
     print(out, exact.engine, approx.deviation)
