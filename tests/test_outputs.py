@@ -20,7 +20,7 @@ from cnn_explain import explain
 from cnn_explain.attribution import deletion_insertion, grad_cam, occlusion, saliency, sanity_check
 from cnn_explain.attribution.integrated_gradients import integrated_gradients
 from cnn_explain.embedding import extract
-from cnn_explain.features import feature_maps
+from cnn_explain.features import feature_maps, maximize
 from cnn_explain.hooks import capture, resolve_layer, select_output
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -117,6 +117,10 @@ def test_feature_maps_extract_and_sanity_equal_the_plain_model(nets):
     assert f.layer == "stage2.last_hidden_state"
     same(f.features, g.features)
     assert torch.equal(f.predictions, g.predictions)
+    r = maximize(model, "stage2.last_hidden_state", [0, 5], steps=3, input_shape=(3, 16, 16), progress=False)
+    q = maximize(plain, "m.stage2.pool", [0, 5], steps=3, input_shape=(3, 16, 16), progress=False)
+    same(r.images, q.images)
+    same(r.history, q.history)
     for method, extra in (("gradient", {}), ("grad_cam", {"cam_layer": "stage2.last_hidden_state"})):
         s = sanity_check(model, x, method=method, output="logits", progress=False, **extra)
         if extra:
@@ -141,10 +145,11 @@ def test_the_facade_passes_output_on(nets):
 def test_a_layer_without_a_selector_is_refused_with_what_to_pass(nets):
     model, _, x = nets
     expected = ("layer 'stage2' returned a StageOutput, not a tensor; pass layer='stage2.last_hidden_state'"
-                ".*last_hidden_state \\(2, 12, 4, 4\\), pooled \\(2, 12\\)")
+                ".*last_hidden_state \\([12], 12, 4, 4\\), pooled \\([12], 12\\)")
     for call in (lambda: grad_cam(model, x, layer="stage2", output="logits"),
                  lambda: feature_maps(model, x, layers="stage2", output="logits"),
-                 lambda: extract(model, x, layer="stage2", output="logits", progress=False)):
+                 lambda: extract(model, x, layer="stage2", output="logits", progress=False),
+                 lambda: maximize(model, "stage2", 0, steps=1, input_shape=(3, 16, 16), progress=False)):
         with pytest.raises(ValueError, match=expected):
             call()
     with pytest.raises(ValueError, match="'stage2.hidden'.*StageOutput.*last_hidden_state"):

@@ -191,9 +191,9 @@ def _probe(model: nn.Module, name: str, input_shape: Sequence[int] | None):
                 raise ValueError(f"the model does not run on input_shape={tuple(input_shape)}: {exc}") from exc
             errors.append(f"{shape}: {str(exc).splitlines()[0]}")
             continue
-        if name not in rec or not isinstance(rec[name], torch.Tensor):
-            raise ValueError(f"layer {name!r} was not called (or returned no tensor) in the model's forward")
-        return shape, tuple(rec[name].shape[1:])
+        if name not in rec:
+            raise ValueError(f"layer {name!r} was not called in the model's forward")
+        return shape, tuple(rec.tensor(name).shape[1:])  # a tuple/dataclass output: refused, naming a selector
     raise ValueError("could not infer input_shape (tried " + "; ".join(errors) + "); pass input_shape=(C, H, W)")
 
 
