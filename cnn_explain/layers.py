@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._utils import model_device, positive_int
+from ._utils import check_device, model_device, positive_int
 from . import geometry, ops
 from ._macs import MacCounter
 from ._receptive import Field, RFMode
@@ -250,7 +250,7 @@ def trace(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32), *, layers:
     _check_model(model)
     shape = check_input_shape(input_shape)
     names = row_names(model) if layers is None else layers
-    device = torch.device(device) if device is not None else model_device(model)
+    device = check_device(device) if device is not None else model_device(model)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = torch.zeros((1, *shape), device=device, dtype=dtype)
     mode = RFMode(shape[1], shape[2])

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from .._utils import positive_int, progress_bar
+from .._utils import check_device, positive_int, progress_bar
 from ..roles import first_conv_module as first_conv
 from ..images import size_hw
 from ._compute import explain_batch, thumb_hw
@@ -176,6 +176,8 @@ def explain_dataset(model: Any, data: Any, *, methods: Any = ("grad_cam", "salie
             raise ValueError("workers= is for engine='ray'; engine='local' runs in this process")
     if not isinstance(resume, bool):
         raise TypeError(f"resume must be True or False, got {type(resume).__name__}")
+    if device is not None:
+        device = check_device(device)
     msrc = ModelSource.of(model, weights)
     if eng is Engine.RAY:
         import_ray()
