@@ -69,6 +69,13 @@ def score_weights(model: nn.Module, x: torch.Tensor, acts: torch.Tensor, tgt: to
         seed: seeds SS-CAM's private generator (the global RNG is untouched).
         batch_size: masked inputs per forward pass.
     """
+    with torch.inference_mode():
+        w = _score_sums(model, x, acts, tgt, kind, samples, noise, seed, batch_size, output,
+                        progress)
+    return w.clone()  # a normal tensor again
+
+
+def _score_sums(model, x, acts, tgt, kind, samples, noise, seed, batch_size, output, progress) -> torch.Tensor:
     masks = channel_masks(acts, tuple(x.shape[-2:]))
     base = _scores(model, x, tgt, output)
     total = torch.zeros(masks.shape[:2], dtype=x.dtype, device=x.device)

@@ -20,9 +20,13 @@ The breakpoints are found by running the model on the points found so far
 * at a 2-D max-pooling call, two window elements that cross *at the window's
   maximum* change the winner at that $t^*$.
 
-Each pass adds the crossings of the first nonlinear call that has new ones
-(the earlier calls are complete, so those crossings are exact, never
-spurious), and passes repeat until no call has any. Any other nonlinearity
+On a segment where the calls before call $k$ see no sign change, the network
+up to call $k$ is affine (an affine function that keeps its sign at both ends
+never crosses zero; two affine window elements cross at most once), so call
+$k$'s crossings there are exact. Each pass therefore adds, per segment, the
+crossings of the first call that has any in it (never a spurious point), and
+passes repeat until no segment has any. A pass runs only the ends of the
+segments split by the previous one: a segment without any crossing is final. Any other nonlinearity
 (sigmoid, GELU, SiLU, softmax, ...) raises a ``ValueError`` naming it.
 """
 
@@ -80,8 +84,12 @@ def _refused_name(func: Any) -> str | None:
 
 
 def _crossings(a: torch.Tensor, c: torch.Tensor, tol: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Rows ``i`` and fractions ``f`` in (0, 1) where ``a[i] + f (c[i] - a[i])`` changes sign (``(P-1, D)`` in)."""
-    mask = (a * c < 0) & (a.abs() > tol) & (c.abs() > tol)
+    """Rows ``i``, columns and fractions ``f`` in (0, 1) where ``a + f (c - a)`` changes sign.
+
+    ``a``, ``c``: ``(R, D)`` values at both ends of ``R`` segments; values within
+    ``tol`` (broadcast to ``(R, 1)``) of zero count as zero (rounding of an earlier crossing).
+    """
+    mask = ((a > tol) & (c < -tol)) | ((a < -tol) & (c > tol))
     rows, cols = mask.nonzero(as_tuple=True)
     fa, fc = a[rows, cols], c[rows, cols]
     return rows, cols, fa / (fa - fc)
@@ -94,7 +102,7 @@ class _LineMode(TorchFunctionMode):
         super().__init__()
         self.t = t
         self.calls = 0
-        self.found: dict[int, list[torch.Tensor]] = {}
+        self.found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -111,68 +119,100 @@ class _LineMode(TorchFunctionMode):
             raise ValueError("exact=True needs BatchNorm in eval mode (running statistics)")
         return func(*args, **kwargs)
 
-    def _record(self, t_new: torch.Tensor) -> None:
-        self.found.setdefault(self.calls, []).append(t_new)
+    def _record(self, hits: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.found[self.calls] = hits
         self.calls += 1
 
-    def _at(self, rows: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+    def _at(self, rows: torch.Tensor, frac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(segment index, t)`` of crossings at fraction ``frac`` of segments ``rows``."""
         t = self.t.to(frac.device, frac.dtype)
-        return t[rows] + frac * (t[rows + 1] - t[rows])
+        return rows.cpu(), (t[rows] + frac * (t[rows + 1] - t[rows])).cpu()
 
-    def _tol(self, v: torch.Tensor) -> torch.Tensor:
-        return 100 * torch.finfo(v.dtype).eps * v.abs().amax(1, keepdim=True)
-
-    def _relu(self, x: torch.Tensor) -> torch.Tensor:
+    def _relu(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v = x.detach().reshape(x.shape[0], -1)
-        tol = self._tol(v)[:-1]
-        rows, _, frac = _crossings(v[:-1], v[1:], torch.maximum(tol, self._tol(v)[1:]))
+        scale = v.abs().amax(1, keepdim=True)
+        tol = 100 * torch.finfo(v.dtype).eps * torch.maximum(scale[:-1], scale[1:])
+        rows, _, frac = _crossings(v[:-1], v[1:], tol)
         return self._at(rows, frac)
 
     def _maxpool(self, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+        """Winner changes of every pooling window between consecutive points.
+
+        A window whose winner (argmax) is the same element at both ends of a
+        segment has no breakpoint inside: the maximum of affine functions is
+        convex, and a convex function equal to one of its affine parts at both
+        ends equals it in between. Only the other windows are searched, over
+        all pairs of their elements, keeping crossings at the window's maximum.
+        """
         if ceil_mode:
             raise ValueError("exact=True does not support max-pooling with ceil_mode=True")
-        p, c = x.shape[:2]
         pair = torch.nn.modules.utils._pair
         k, s = pair(kernel_size), pair(stride if stride else kernel_size)
         pad, dil = pair(padding), pair(dilation)
-        xp = F.pad(x.detach().reshape(p * c, 1, *x.shape[2:]), (pad[1], pad[1], pad[0], pad[0]), value=-torch.inf)
-        u = F.unfold(xp, k, dilation=dil, stride=s).reshape(p, c, k[0] * k[1], -1)  # (P, C, K, L)
-        u = u.permute(0, 1, 3, 2).reshape(p, -1, k[0] * k[1])  # (P, C*L, K)
-        tol = 100 * torch.finfo(x.dtype).eps * u.nan_to_num(neginf=0).abs().amax((1, 2))
-        found = []
-        for j in range(u.shape[2]):
-            for m in range(j + 1, u.shape[2]):
-                d = u[:, :, j] - u[:, :, m]
-                rows, cols, frac = _crossings(d[:-1].nan_to_num(0.0), d[1:].nan_to_num(0.0), tol[:-1, None])
-                if rows.numel() == 0:
-                    continue
-                lo, hi = u[rows, cols], u[rows + 1, cols]  # (M, K) the windows at both ends
-                at = lo + frac[:, None] * (hi - lo)
-                top = at.nan_to_num(nan=-torch.inf).amax(1)
-                keep = at[:, j] >= top - 1e3 * tol[rows]
-                found.append(self._at(rows[keep], frac[keep]))
-        return torch.cat(found) if found else x.new_zeros(0)
+        x = x.detach()
+        _, win = F.max_pool2d(x, k, s, pad, dil, return_indices=True)  # (P, C, Ho, Wo) flat argmax
+        rows, ch, oh, ow = (win[:-1] != win[1:]).nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=x.dtype)
+        di, dj = torch.meshgrid(torch.arange(k[0]), torch.arange(k[1]), indexing="ij")
+        hh = (oh * s[0] - pad[0])[:, None] + (di.reshape(-1) * dil[0]).to(oh.device)  # (M, K) element rows
+        ww = (ow * s[1] - pad[1])[:, None] + (dj.reshape(-1) * dil[1]).to(ow.device)
+        inb = (hh >= 0) & (hh < x.shape[2]) & (ww >= 0) & (ww < x.shape[3])
+        hh, ww = hh.clamp(0, x.shape[2] - 1), ww.clamp(0, x.shape[3] - 1)
+        lo = x[rows[:, None], ch[:, None], hh, ww].masked_fill(~inb, -torch.inf)  # (M, K) windows at both ends
+        hi = x[rows[:, None] + 1, ch[:, None], hh, ww].masked_fill(~inb, -torch.inf)
+        finite = torch.isfinite(lo)
+        lo, hi = lo.masked_fill(~finite, 0.0), hi.masked_fill(~finite, 0.0)
+        scale = torch.maximum(lo.abs().amax(1), hi.abs().amax(1))
+        tol = 100 * torch.finfo(x.dtype).eps * scale
+        j, m = torch.triu_indices(lo.shape[1], lo.shape[1], 1)
+        ok = finite[:, j] & finite[:, m]
+        a = (lo[:, j] - lo[:, m]).masked_fill(~ok, 0.0)
+        b = (hi[:, j] - hi[:, m]).masked_fill(~ok, 0.0)
+        r2, p2, frac = _crossings(a, b, tol[:, None])
+        at = (lo[r2] + frac[:, None] * (hi[r2] - lo[r2])).masked_fill(~finite[r2], -torch.inf)
+        keep = at[torch.arange(len(r2)), j[p2]] >= at.amax(1) - 1e3 * tol[r2]
+        return self._at(rows[r2[keep]], frac[keep])
 
 
-def _line_pass(model, x, b, t, chunk, output) -> dict[int, torch.Tensor]:
-    """One forward over all points ``t`` (in chunks overlapping by one point); new breakpoints per call."""
-    found: dict[int, list[torch.Tensor]] = {}
+def _line_pass(model, x, b, t, dirty, chunk, output) -> torch.Tensor:
+    """One forward over the ends of the dirty segments (in chunks overlapping by one point); new breakpoints.
+
+    ``dirty[i]`` marks the segments ``[t_i, t_i+1]`` not yet known to be free of
+    breakpoints. Per segment only the crossings of the first call with any
+    (farther than a rounding error from both ends) are kept.
+    """
+    seg_ids = dirty.nonzero()[:, 0]
+    pts = torch.unique(torch.cat([seg_ids, seg_ids + 1]))  # sorted point indices to run
+    calls, segs, ts = [], [], []
     step = max(1, chunk - 1)
     with torch.no_grad():
-        for s in range(0, max(1, len(t) - 1), step):
-            ts = t[s:s + step + 1]
-            mode = _LineMode(ts)
+        for s in range(0, max(1, len(pts) - 1), step):
+            idx = pts[s:s + step + 1]
+            mode = _LineMode(t[idx])
             with mode:
-                forward_logits(model, b + ts.to(x.dtype).view(-1, 1, 1, 1) * (x - b), output)
-            for k, v in mode.found.items():
-                found.setdefault(k, []).extend(v)
-    return {k: torch.cat(v) for k, v in found.items()}
+                forward_logits(model, b + mode.t.to(x.dtype).view(-1, 1, 1, 1) * (x - b), output)
+            for k, (rows, tk) in mode.found.items():
+                calls.append(torch.full_like(rows, k))
+                segs.append(torch.where(idx[rows + 1] == idx[rows] + 1, idx[rows], -1))  # -1: not a segment
+                ts.append(tk.to(t.dtype))
+    if not ts:
+        return t.new_zeros(0)
+    call, seg, tn = torch.cat(calls), torch.cat(segs), torch.cat(ts)
+    valid = seg >= 0
+    call, seg, tn = call[valid], seg[valid], tn[valid]
+    gap = 100 * torch.finfo(t.dtype).eps
+    inside = dirty[seg] & (tn > t[seg] + gap) & (tn < t[seg + 1] - gap)
+    call, seg, tn = call[inside], seg[inside], tn[inside]
+    first = torch.full((len(t),), torch.iinfo(torch.long).max, dtype=torch.long)
+    first.scatter_reduce_(0, seg, call, reduce="amin")
+    return tn[call == first[seg]]
 
 
 def _merge(t: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
     """``t`` plus the points of ``new`` farther than a rounding error from every point kept."""
     gap = 100 * torch.finfo(t.dtype).eps
-    allt = torch.cat([t, new.to(t.dtype).cpu().clamp(0, 1)]).sort().values
+    allt = torch.cat([t, new.to(t.dtype).clamp(0, 1)]).sort().values
     keep = torch.ones_like(allt, dtype=torch.bool)
     keep[1:] = allt[1:] - allt[:-1] > gap
     out = allt[keep]
@@ -195,15 +235,14 @@ def breakpoints(model: nn.Module, x: torch.Tensor, b: torch.Tensor, *, chunk: in
         ``(m + 1,)`` float64 CPU tensor ``0 = t_0 < ... < t_m = 1``.
     """
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    dirty = torch.ones(1, dtype=torch.bool)
     for _ in range(max_passes):
-        found = _line_pass(model, x, b, t, chunk, output)
-        for k in sorted(found):
-            merged = _merge(t, found[k])
-            if len(merged) > len(t):
-                t = merged
-                break
-        else:
+        merged = _merge(t, _line_pass(model, x, b, t, dirty, chunk, output))
+        if len(merged) == len(t):
             return t
+        new = ~torch.isin(merged, t)
+        dirty = new[:-1] | new[1:]  # the pieces of split segments; the others have no breakpoint
+        t = merged
     raise RuntimeError(f"no fixed point of the breakpoint search after {max_passes} passes")
 
 
