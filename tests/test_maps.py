@@ -70,12 +70,13 @@ def test_grid_data_top_k_and_scales(tiny_net, images):
     axes = [ax for ax in fig.get_axes() if ax.images]
     assert len(axes) == 4 + 1
     for c, ax in enumerate(axes[:4]):
-        assert ax.get_title() == f"ch {c}"
+        m = maps["conv1"][1, c]
+        assert ax.get_title() == f"ch {c}\n{float(m.min()):.2g} … {float(m.max()):.2g}"  # each panel's range
         assert torch.allclose(torch.as_tensor(ax.images[0].get_array().data), maps["conv1"][1, c])
     fig = feature_map_grid(maps, layers="conv2", top_k=2)
     axes = [ax for ax in fig.get_axes() if ax.images]
     best = maps["conv2"][0].mean((1, 2)).argsort(descending=True)[:2].tolist()
-    assert [ax.get_title() for ax in axes] == [f"ch {c}" for c in best]
+    assert [ax.get_title().split("\n")[0] for ax in axes] == [f"ch {c}" for c in best]
     shared = [ax.images[0].get_clim() for ax in feature_map_grid(maps, "conv1", shared_scale=True).get_axes()]
     own = [ax.images[0].get_clim() for ax in feature_map_grid(maps, "conv1").get_axes()]
     assert len(set(shared)) == 1 and len(set(own)) == 4
