@@ -77,8 +77,10 @@ def test_grid_data_top_k_and_scales(tiny_net, images):
     axes = [ax for ax in fig.get_axes() if ax.images]
     best = maps["conv2"][0].mean((1, 2)).argsort(descending=True)[:2].tolist()
     assert [ax.get_title().split("\n")[0] for ax in axes] == [f"ch {c}" for c in best]
-    shared = [ax.images[0].get_clim() for ax in feature_map_grid(maps, "conv1", shared_scale=True).get_axes()]
-    own = [ax.images[0].get_clim() for ax in feature_map_grid(maps, "conv1").get_axes()]
-    assert len(set(shared)) == 1 and len(set(own)) == 4
+    shared_fig = feature_map_grid(maps, "conv1", shared_scale=True)
+    shared = [ax.images[0].get_clim() for ax in shared_fig.get_axes() if ax.images]  # the colour bar has none
+    own = [ax.images[0].get_clim() for ax in feature_map_grid(maps, "conv1").get_axes() if ax.images]
+    assert len(shared) == len(own) == 4 and len(set(shared)) == 1 and len(set(own)) == 4
+    assert shared[0] == (float(maps["conv1"][0].min()), float(maps["conv1"][0].max()))
     with pytest.raises(ValueError, match="layers"):
         feature_map_grid(maps, layers="nope")
