@@ -199,4 +199,5 @@ def test_cli_words_translate_argument_names_to_options():
     parser = parser_for("grad-cam")
     assert cli_words("layer='x' is not a layer", parser) == "--layer 'x' is not a layer"
     assert cli_words("images[1]='a.png' could not be read", parser) == "--images 'a.png' could not be read"
-    assert cli_words("input_size must be positive; player=1 stays", parser) == "--input-size must be positive; player=1 stays"
+    text = "input_size must be positive; player=1 stays"
+    assert cli_words(text, parser) == "--input-size must be positive; player=1 stays"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -70,14 +71,15 @@ def test_a_piped_demo_log_reads_in_order(tmp_path):
     lines = log.splitlines()
 
     def first(text: str) -> int:
-        found = [i for i, line in enumerate(lines) if text in line]
+        found = [i for i, line in enumerate(lines) if re.search(text, line)]
         assert found, f"{text!r} not in the log:\n{log}"
         return found[0]
 
-    order = [first("step 1/3: training the MNIST-style CNN"), first("training (4 epochs)"),
+    order = [first("step 1/3: training the MNIST-style CNN"), first(r"training \(4 epochs\)"),
              first("step 2/3: measuring its accuracy"), first("Total params"), first("Test accuracy"),
-             first("step 3/3: writing the report"), first("report [1/9] Model summary"),
-             first("report [8/9] Embeddings"), first("report [9/9] Style transfer"), first("done in")]
+             first("step 3/3: writing the report"), first(r"report \[1/\d+\] Model summary"),
+             first(r"report \[\d+/\d+\] Embeddings"), first(r"report \[\d+/\d+\] Style transfer"),
+             first("done in")]
     assert order == sorted(order), log
     assert log.count("Test accuracy") == 1 and (tmp_path / "report" / "index.html").is_file()
     # a second run loads the checkpoint and says so

@@ -201,7 +201,8 @@ def _check_fits(ex: Explainer, x: torch.Tensor, input_size: int | None, classes_
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UsageError(f"--images: the model cannot take {h}×{w} images ({first}); pass --input-size "
                              "with the size it was trained on") from None
-        raise UsageError(f"--images are {h}×{w} but the model expects {fits}×{fits}; pass --input-size {fits}") from None
+        raise UsageError(f"--images are {h}×{w} but the model expects {fits}×{fits}; "
+                         f"pass --input-size {fits}") from None
     if classes_file and ex.class_names is not None and out.ndim == 2 and out.shape[1] != len(ex.class_names):
         raise UsageError(f"--classes: {classes_file} has {len(ex.class_names)} names but the model has "
                          f"{out.shape[1]} outputs; give one name per output, in order")
