@@ -135,3 +135,14 @@ def test_classes_must_match_the_outputs_and_target_takes_a_name(project, monkeyp
     assert "--target 'truk' is not a class name (cat, dog, truck)" in _err(capsys)
     assert main([*base, "--target", "truck", "--out", str(by_name)]) == 2
     assert "needs --classes" in _err(capsys)
+
+
+def test_a_data_folder_of_different_sizes_suggests_input_size(project, capsys):
+    for cls, side in (("a", 20), ("b", 24)):
+        (project / "data" / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((side, side, 3), np.uint8)).save(project / "data" / cls / "0.png")
+    argv = ["embed", "--model", "cnn_explain.models:tiny_vgg", "--data", str(project / "data"), "--method", "pca",
+            "--out", str(project / "e.png"), "--quiet"]
+    assert main(argv) == 2
+    err = _err(capsys).splitlines()[-1]
+    assert "--data: the images have different sizes (0.png 20×20, 0.png 24×24)" in err and "--input-size" in err

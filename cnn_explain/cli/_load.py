@@ -151,7 +151,7 @@ def load_images(ex: Explainer, paths: Sequence[str], input_size: int | None = No
     return x
 
 
-def _check_same_size(paths: Sequence[str]) -> None:
+def _check_same_size(paths: Sequence[str], option: str = "--images") -> None:
     from PIL import Image
 
     sizes = {}
@@ -160,10 +160,14 @@ def _check_same_size(paths: Sequence[str]) -> None:
             with Image.open(p) as im:
                 sizes[p] = im.size
         except OSError:
-            return  # not an image: to_batch says so, naming the file
+            continue  # not an image: reading it says so, naming the file
     if len(set(sizes.values())) > 1:
-        shown = ", ".join(f"{Path(p).name} {w}×{h}" for p, (w, h) in list(sizes.items())[:4])
-        raise UsageError(f"--images have different sizes ({shown}); pass --input-size S to resize them all to S×S")
+        seen: dict[tuple[int, int], str] = {}
+        for p, wh in sizes.items():
+            seen.setdefault(wh, p)
+        shown = ", ".join(f"{Path(p).name} {w}×{h}" for (w, h), p in list(seen.items())[:4])
+        raise UsageError(f"{option}: the images have different sizes ({shown}); pass --input-size S to resize "
+                         "them all to S×S")
 
 
 #: sizes tried when the images do not fit the model, to tell the user which --input-size does
@@ -244,6 +248,8 @@ def load_folder(args: argparse.Namespace, ex: Explainer, folder: str) -> Dataset
         raise UsageError(f"--data: no such folder: {folder}")
     channels, size = input_spec(args, ex.model)
     base = ImageFolder(folder, size=size, mode="L" if channels == 1 else "RGB")
+    if size is None:  # the images are batched: they must share one size, or --input-size resizes them
+        _check_same_size([str(f) for f, _ in base.samples], option="--data")
     mean = None if args.mean is None else torch.tensor(args.mean).view(-1, 1, 1)
     std = None if args.std is None else torch.tensor(args.std).view(-1, 1, 1)
 
