@@ -152,3 +152,41 @@ def test_errors(tiny_resnet, images):
         cam(tiny_resnet, images, method="is-cam", samples=2.5)
     with pytest.raises(ValueError, match="layer"):
         cam(tiny_resnet, images, layer="nope")
+
+
+def test_example_runs(tmp_path, capsys):
+    """examples/cam_family.py with tiny settings writes its figure."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "cam_family.py"
+    spec = importlib.util.spec_from_file_location("example_cam_family", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--untrained", "--images", "1", "--samples", "2", "--methods", "grad-cam", "score-cam", "eigen-cam",
+            "--out", str(tmp_path)]
+    assert module.main(argv) == 0
+    assert (tmp_path / "cam_methods.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "layer" in capsys.readouterr().out
+
+
+def test_benchmark_quick_smoke(capsys):
+    """benchmarks/cam_family.py --quick runs and prints the ratio table (Score-CAM only, to stay short)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(bench))
+    threads, rng = torch.get_num_threads(), torch.random.get_rng_state()
+    try:
+        spec = importlib.util.spec_from_file_location("bench_cam_family", bench / "cam_family.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.main(["--quick", "--methods", "score-cam"]) == 0
+    finally:
+        sys.path.remove(str(bench))
+        torch.set_num_threads(threads)
+        torch.random.set_rng_state(rng)
+    out = capsys.readouterr().out
+    assert "score-cam" in out and "x " in out
