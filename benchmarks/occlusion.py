@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
     if args.real:
-        print(real_table([bench_real(name, repeat=args.repeat) for name in REAL_NAMES]))
+        print(real_table([bench_real(name, repeat=max(args.repeat, 5)) for name in REAL_NAMES]))
         return 0
     ppes = (16, 64) if args.quick else (1, 16, 64)
     rows = []

@@ -125,3 +125,35 @@ def test_se_gate_makes_the_rest_full_and_is_exact():
     r = occlusion(model, x, window=3, stride=2, progress=False)
     b = occlusion(model, x, window=3, stride=2, progress=False, mode="batched")
     assert float((r.attribution - b.attribution).abs().max()) <= 1e-12 * float(b.attribution.abs().max())
+
+
+class _OpaqueSwish(torch.autograd.Function):
+    """A custom autograd.Function whose forward leaves torch (as a compiled kernel would): not provably pointwise."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.from_numpy(x.numpy() / (1 + __import__("numpy").exp(-x.numpy())))
+
+    @staticmethod
+    def backward(ctx, grad):  # pragma: no cover
+        raise NotImplementedError
+
+
+class _OpaqueNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(_OpaqueSwish.apply(self.conv(x)).mean((2, 3)))
+
+
+def test_custom_function_leaving_torch_falls_back_with_the_reason():
+    model = _OpaqueNet().double().eval()
+    x = torch.rand(1, 3, 10, 10, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="not possible"):
+        r = occlusion(model, x, window=3, stride=2, target=0, mode="incremental", progress=False)
+    plain = occlusion(model, x, window=3, stride=2, target=0, mode="batched", progress=False)
+    assert r.engine == "batched" and "recorded on real tensors" in r.fallback_reason
+    assert "Python values" in r.fallback_reason
+    torch.testing.assert_close(r.attribution, plain.attribution, rtol=0, atol=0)
