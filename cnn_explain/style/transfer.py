@@ -61,7 +61,7 @@ __all__ = ["transfer", "StyleResult", "StyleSettings", "Init", "layer_features",
 #: The defaults of :func:`transfer`'s numeric options, read-only (a command line reads its defaults here).
 #: ``DEFAULTS["lr"]`` maps each optimizer (``"lbfgs"``, ``"adam"``) to its default learning rate.
 DEFAULTS: Mapping[str, Any] = MappingProxyType({
-    "content_weight": 1.0, "style_weight": 100.0, "tv_weight": 1.0, "steps": 30,
+    "content_weight": 1.0, "style_weight": 1000.0, "tv_weight": 1.0, "steps": 30,
     "lr": MappingProxyType({"lbfgs": 1.0, "adam": 0.02}),
 })
 
