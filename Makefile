@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONSTRAINTS := constraints.txt
 
-.PHONY: install demo test test-fast bench docs clean
+.PHONY: install demo test test-fast bench bench-quick docs clean
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -26,8 +26,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# every capability against its alternative, one table in docs/performance.md (under 20 minutes on 2 cores)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --quick
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict -d site

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _perfdoc import write_section
+from _perfdoc import Row, interleaved, write_section
 
 import numpy as np
 import torch
@@ -218,6 +218,56 @@ def table(ext: dict, mem: list[dict], rows: list[dict], compile_s: tuple[float, 
         lines += ["", f"UMAP's first call in a new process (500 points): {compile_s[0]:.1f} s with an empty numba "
                   f"cache, {compile_s[1]:.1f} s once `cnn_explain` has cached umap's compiled functions."]
     return "\n".join(lines)
+
+
+def _alternative(method: str, x: np.ndarray) -> np.ndarray:
+    """The library called directly, in its fastest configuration here: every core, its own defaults."""
+    if method == "tsne":
+        from openTSNE import TSNE
+
+        return np.asarray(TSNE(n_jobs=-1, random_state=0).fit(x), dtype=np.float32)
+    import umap
+
+    return umap.UMAP(n_jobs=-1, n_neighbors=15, min_dist=0.1).fit_transform(x)
+
+
+def projection_rows(features: np.ndarray, sizes: tuple[int, ...], repeat: int) -> list[Row]:
+    """project() (default: every core) against openTSNE / umap-learn called directly, interleaved."""
+    from cnn_explain.embedding import warm_up_umap
+
+    if max(sizes) > 4_096:  # numba compiles once per process; neither side pays it below
+        warm_up_umap()
+    else:  # below 4,096 points umap-learn searches neighbours exactly: only that path needs compiling
+        project(features[:300], "umap", seed=0, progress=False, n_epochs=2)
+    out = []
+    for n in sizes:
+        x = features[:n]
+        for method, lib in (("tsne", "openTSNE `n_jobs=-1`"), ("umap", "umap-learn `n_jobs=-1`")):
+            best = interleaved({"alt": lambda: _alternative(method, x),
+                                "ours": lambda: project(x, method, seed=0, progress=False)},
+                               repeat if n <= 10_000 else 1, warmup=0)
+            p = best["ours"][2]
+            t_alt, t_ours = trustworthiness(x, best["alt"][2]), trustworthiness(x, p.coords)
+            out.append(Row(f"{method} of {n:,} × {x.shape[1]} (digits CNN features)", lib, best["alt"][0],
+                           f"`project(method=\"{method}\")` ({p.threads} threads)", best["ours"][0],
+                           f"T(10) {t_ours:.3f} vs {t_alt:.3f}", best["ours"][1]))
+            print(f"  {out[-1]}", flush=True)
+    return out
+
+
+def rows(quick: bool) -> list[Row]:
+    """Extraction against a plain loop, and project() against openTSNE / umap-learn (see the module docstring)."""
+    from cnn_explain.train import pretrained_digits_cnn
+
+    model = pretrained_digits_cnn()
+    n = 1_000 if quick else 50_000
+    x, y = shifted_digits(n)
+    ext = time_extraction(model, x[:5_000], y[:5_000], rounds=2 if quick else 3)
+    out = [Row(f"extraction, {min(n, 5_000):,} digits, penultimate layer", "plain forward loop", ext["plain"],
+               "`extract()`", ext["ours"], f"max Δ {ext['max_diff']:.1e}")]
+    feats = ext["features"] if n <= 5_000 else extract(model, (x, y), progress=False)
+    sizes = (1_000,) if quick else (10_000, 50_000)
+    return out + projection_rows(feats.features.numpy(), sizes, repeat=1 if quick else 2)
 
 
 def main(argv=None) -> int:
