@@ -44,7 +44,7 @@ def meaning(result: Any, cls: str) -> str:
     """What the colour of ``result``'s map is, in words, for the class named ``cls``.
 
     E.g. ``"drop of P(truck) when this patch is grey"``, ``"|∂ score / ∂ pixel|"``,
-    ``"Grad-CAM at layer4"``.
+    ``"Grad-CAM at layer layer4"``.
     """
     method = str(getattr(result, "method", ""))
     params = getattr(result, "params", {}) or {}
@@ -61,7 +61,7 @@ def meaning(result: Any, cls: str) -> str:
         return f"{name}: {'|∂ score / ∂ pixel|' if params.get('abs', True) else '∂ score / ∂ pixel'}"
     if "cam" in method:
         pretty = {"grad_cam": "Grad-CAM", "guided_grad_cam": "guided Grad-CAM"}.get(method, method)
-        return f"{pretty} at {layer}" if layer else pretty
+        return f"{pretty} at layer {layer}" if layer else pretty
     if "integrated" in method or method.startswith("ig"):
         return "integrated gradients: (x − baseline) · mean ∂ score / ∂ pixel"
     return method or "attribution"

@@ -100,8 +100,8 @@ def sanity_figure(result: SanityResult, index: int = 0, *, alpha: float = 0.6,
     img = result.inputs[index]
     axes[0].imshow(to_image(img), cmap="gray" if img.shape[0] == 1 else None)
     cls = class_label(int(result.target[index]), check_names(class_names, "class_names"))
-    axes[0].set_title(f"{_short(image_label(index, check_names(labels, 'labels')))}\n{_short(cls)}",
-                      fontsize=MIN_FONT)
+    label = _short(image_label(index, check_names(labels, "labels")))
+    axes[0].set_title(f"{label}\n{_short('explaining ' + cls, 18)}", fontsize=MIN_FONT)
     for ax, k in zip(axes[1:-1], shown):
         m = result.maps[k, index].abs().amax(0).numpy()
         im = ax.imshow(m / (m.max() or 1.0), cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
