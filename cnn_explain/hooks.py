@@ -100,7 +100,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None, *, argname: str =
                 "but the model has none; name the layers to record"
             )
         return chosen
-    if isinstance(layers, (str, nn.Module, type)):
+    if isinstance(layers, (str, nn.Module, type)) or _is_index(layers):
         items = [layers]
     elif isinstance(layers, (list, tuple, set, frozenset)):
         items = list(layers)
@@ -119,7 +119,13 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None, *, argname: str =
     return dict(sorted(chosen.items(), key=lambda kv: order[split_selector(by_name, kv[0])[0]]))
 
 
+def _is_index(item: Any) -> bool:
+    return isinstance(item, int) and not isinstance(item, bool)
+
+
 def _resolve_one(named, by_name, item, argname) -> dict[str, nn.Module]:
+    if _is_index(item):  # an nn.Sequential's children are named "0", "1", ...: layer=2 is model[2]
+        item = str(item)
     if isinstance(item, nn.Module):
         hits = {n: m for n, m in named if m is item}
         if not hits:

@@ -2,7 +2,7 @@
 
 Subcommands: ``summary``, ``train``, ``demo`` (:mod:`cnn_explain.cli.foundation`);
 ``report``, ``occlusion``, ``saliency``, ``grad-cam``, ``maximize``, ``arithmetic``,
-``embed`` (:mod:`cnn_explain.cli.capabilities`); ``style`` (:mod:`cnn_explain.cli.style`).
+``embed`` (:mod:`cnn_explain.cli.capabilities`); ``style`` (:mod:`cnn_explain.cli.style`); ``batch`` (:mod:`cnn_explain.cli.batch`).
 ``cnn-explain COMMAND --help`` lists a command's options. A bad argument prints the
 command's usage and one error line on stderr and exits with code 2.
 
@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from . import foundation  # noqa: F401  isort: skip  (registers summary, train, demo: listed first)
-from . import capabilities, style  # noqa: F401  isort: skip  (register the capability subcommands)
+from . import batch, capabilities, style  # noqa: F401  isort: skip  (register the capability subcommands)
 from ._load import load_model
 from ._registry import COMMANDS, Command, UsageError, build_parser, cli_words, command, main, parser_for
 
