@@ -137,7 +137,8 @@ def run_saliency(args: argparse.Namespace) -> int:
 def _cam_args(p: argparse.ArgumentParser) -> None:
     add_model_inputs(p)
     _target_arg(p)
-    p.add_argument("--layer", help="layer name (default: the last conv layer)")
+    p.add_argument("--layer", help="layer name (default: the feature map the classifier's global pooling or "
+                                   "flatten reads, e.g. a ResNet's last block)")
     p.add_argument("--guided", action="store_true", help="guided Grad-CAM")
     _out(p, "grad_cam.png")
 
@@ -146,6 +147,7 @@ def _cam_args(p: argparse.ArgumentParser) -> None:
 def run_grad_cam(args: argparse.Namespace) -> int:
     ex, x, tgt = _explain_images(args)
     res = ex.grad_cam(x, target=tgt, layer=args.layer, guided=args.guided)
+    print(f"Grad-CAM at layer {res.layer!r}")
     return _draw_attribution(args, [res])
 
 
