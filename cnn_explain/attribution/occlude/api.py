@@ -15,9 +15,10 @@ Three ways to compute the same map:
 
 * ``mode="exact"`` (default): incremental inference (Krypton, Nakandala et al.,
   SIGMOD 2019) — only the part of every layer a window can change is
-  recomputed; falls back to ``"batched"`` (with a warning and
-  ``result.fallback_reason``) when the model cannot be traced by ``torch.fx``
-  or uses an operation without a region rule;
+  recomputed — where a cost model predicts it faster than batched; falls back to
+  ``"batched"`` (with a warning and ``result.fallback_reason``) when the model can be
+  neither traced by ``torch.fx`` nor recorded on real tensors, or uses an operation
+  without a region rule (``mode="incremental"``: the same without the cost model);
 * ``mode="batched"``: plain forward passes over batches of occluded images;
 * ``mode="approx"``: Krypton's approximations — projective-field thresholding
   (``approx_tau``) and adaptive drill-down (a checkerboard of positions first,
@@ -136,7 +137,8 @@ def occlusion(
         mode: ``"exact"`` (incremental inference where the model allows it and a cost model
             predicts it faster than batched, else batched), ``"incremental"`` (exact, incremental
             whenever the model allows it), ``"batched"`` or ``"approx"``.
-        batch_size: window positions per batch; None picks the largest that fits ``memory_budget``.
+        batch_size: window positions per batch; None picks the largest that fits ``memory_budget``
+            (at most 64).
         memory_budget: bytes occlusion's working memory may use (default 1 GiB): the batch's tensors
             and the incremental engine's clean maps and padded copies; the model's weights, the
             images and the result are not counted. When the incremental engine's maps leave no room
