@@ -56,8 +56,8 @@ class Deep(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(0)
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
-                                    for _ in range(13))
+        pair = (lambda: nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)))
+        self.blocks = nn.ModuleList(pair() for _ in range(13))
         self.fc = nn.Linear(8, 5)
         with torch.no_grad():
             for p in self.parameters():

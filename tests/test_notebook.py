@@ -30,7 +30,8 @@ def test_example_notebook_runs_and_every_result_draws_itself():
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=120, km=_kernel_manager(), resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    where = {"metadata": {"path": str(NOTEBOOK.parent)}}
+    NotebookClient(nb, timeout=120, km=_kernel_manager(), resources=where).execute()
     assert time.perf_counter() - start < 60
     code = [c for c in nb.cells if c.cell_type == "code"]
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]

@@ -146,7 +146,10 @@ def _unchanged_channels(result: MaximizeResult, tol: float = 1e-3) -> list[bool]
     0 everywhere gives a zero gradient) or the image is flat (pixel std below ``tol``).
     """
     hist = result.history
-    still = (hist.amax(0) - hist.amin(0)).abs() <= 1e-9 if hist.numel() else torch.ones(len(result.channels), dtype=torch.bool)
+    if hist.numel():
+        still = (hist.amax(0) - hist.amin(0)).abs() <= 1e-9
+    else:  # no step was taken: nothing changed
+        still = torch.ones(len(result.channels), dtype=torch.bool)
     flat = result.pixels.flatten(1).std(1) < tol
     return (still.cpu() | flat.cpu()).tolist()
 

@@ -132,7 +132,8 @@ def build_style(ctx: ReportContext):
     options.setdefault("progress", ctx.progress)
     res = transfer(opts["content"], opts["style"], **options)
     last = res.history[-1] if res.history else {}
-    caption = f"Content, style and the result: the style (Gram) loss fell {res.style_drop:.0f}× from the content image's own"
+    caption = (f"Content, style and the result: the style (Gram) loss fell {res.style_drop:.0f}× "
+               "from the content image's own")
     body = render("style.html", figure=ctx.figure(style_figure(res), caption))
     return body, {"steps": len(res.history), "final_total": float(last.get("total", float("nan"))),
                   "style_drop": float(res.style_drop)}
