@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from PIL import Image
 
 from cnn_explain.hooks import hook_count
@@ -271,9 +272,12 @@ def test_bad_inputs(pair, net, kwargs, error, match):
         transfer(args.pop("content"), args.pop("style"), **args)
 
 
-def test_other_model_needs_layer_names(pair, tiny_net):
+def test_other_model_gets_gatys_like_default_layers_or_a_clear_error(pair, tiny_net):
+    res = transfer(*pair, model=tiny_net, steps=2, size=16, progress=False)
+    assert res.settings["content_layers"] == ["conv2"] and res.settings["style_layers"] == ["conv1", "conv2"]  # 2 convs
+    no_conv = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2))
     with pytest.raises(ValueError, match="content_layers is required"):
-        transfer(*pair, model=tiny_net, style_layers="relu1", progress=False)
+        transfer(*pair, model=no_conv, style_layers="1", progress=False)
 
 
 def test_layer_features_match_plain_forward(pair, net):

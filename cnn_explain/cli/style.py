@@ -15,7 +15,7 @@ from typing import Any
 from ..images import save_image
 from ._load import check_out_file
 from ._options import add_out, add_quiet
-from ._registry import command
+from ._registry import UsageError, command
 
 __all__: list[str] = []
 
@@ -46,6 +46,14 @@ def _style_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--content-weight", type=float, default=d["content_weight"], help="weight of the content loss")
     p.add_argument("--tv-weight", type=float, default=d["tv_weight"], help="weight of the total-variation loss")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-filter network and of the noise")
+    p.add_argument("--model", metavar="MODULE:FACTORY",
+                   help="your own CNN taking RGB images ('pkg.module:factory' or 'file.py:factory'; imports and "
+                        "runs that code); default: a random-filter texture network, nothing downloaded")
+    p.add_argument("--weights", metavar="CKPT", help="state dict (or checkpoint) to load into --model")
+    p.add_argument("--content-layers", nargs="+", metavar="LAYER",
+                   help="layers whose maps keep the content (default with --model: the conv at 60%% of the depth)")
+    p.add_argument("--style-layers", nargs="+", metavar="LAYER",
+                   help="layers whose Gram matrices carry the style (default with --model: five convs, first to last)")
     add_quiet(p)
 
 
@@ -65,8 +73,16 @@ def _run_style(args: argparse.Namespace) -> int:
 
     check_out_file(args.out)
     check_out_file(args.figure)
+    model = None
+    if args.model is not None:
+        from ._load import load_model
+
+        model = load_model(args.model, args.weights)
+    elif args.weights is not None:
+        raise UsageError("--weights needs --model (the default texture network has no checkpoint)")
     res = transfer(
-        _image_arg(args.content), _image_arg(args.style), steps=args.steps, size=args.size,
+        _image_arg(args.content), _image_arg(args.style), model=model, content_layers=args.content_layers,
+        style_layers=args.style_layers, steps=args.steps, size=args.size,
         optimizer=args.optimizer, init=args.init, style_weight=args.style_weight,
         content_weight=args.content_weight, tv_weight=args.tv_weight, seed=args.seed, progress=not args.quiet,
     )
@@ -78,5 +94,6 @@ def _run_style(args: argparse.Namespace) -> int:
     last = res.history[-1]
     print(f"wrote {args.out}: {res.image.shape[1]}x{res.image.shape[2]}, {len(res.history)} steps in "
           f"{res.seconds:.1f} s, final loss {last['total']:.4g} (content {last['content']:.3g}, "
-          f"style {last['style']:.3g}, tv {last['tv']:.3g})")
+          f"style {last['style']:.3g}, tv {last['tv']:.3g}); the style (Gram) loss is {res.style_drop:.3g}x "
+          f"lower than the content photo's own")
     return 0

@@ -50,6 +50,7 @@ from torch import nn
 
 from ..plotting._display import Displayable
 from .._utils import model_device, positive_int
+from .. import ops
 from ..hooks import capture, preserved, resolve_layers
 from ..models import RandomTextureNet, random_texture_net
 from ..objectives import Context, Objective, content_loss, layer_weights, style_loss, total_variation
@@ -183,9 +184,11 @@ def transfer(
         style: the style image, same forms.
         model: any CNN; default :func:`cnn_explain.models.random_texture_net`.
         content_layers: layer name(s) whose maps must match the content image
-            (default for the random net: ``"relu3"``). Required for other models.
+            (default for the random net: ``"relu3"``; for another CNN the convolution
+            at 60 % of its depth, as VGG-19's ``conv4_2`` is for Gatys et al.).
         style_layers: layer names whose Gram matrices must match the style image
-            (default for the random net: every ``"relu{k}"``). Required for other models.
+            (default for the random net: every ``"relu{k}"``; for another CNN five
+            convolutions spread from the first to the last, like ``conv1_1 … conv5_1``).
         style_weights: per-style-layer weights (mapping or sequence); default equal, summing to 1.
         content_weight, style_weight, tv_weight: ``α``, ``β``, ``γ`` above.
         steps: optimizer steps; one step is one evaluation of the loss and its gradient.
@@ -334,9 +337,19 @@ def _settings(model, content_layers, style_layers, style_weights, content_weight
 
 
 def _default_layers(model: nn.Module, texture_cls: type) -> tuple[list[str] | None, list[str] | None]:
+    """The texture net's own layers; for any other CNN, Gatys et al.'s choice transposed to its convolutions.
+
+    VGG-19's ``conv1_1 … conv5_1`` (style) and ``conv4_2`` (content) are the first
+    convolution of each of five depths and one at ~60 % of the depth; here: five
+    convolutions spread evenly from the first to the last, and the one at 60 %.
+    """
     if isinstance(model, texture_cls):
         return model.content_layers, model.style_layers
-    return None, None
+    convs = [n for n, m in model.named_modules() if ops.category(m) is ops.Category.CONV]
+    if not convs:
+        return None, None
+    picks = sorted({round(i * (len(convs) - 1) / 4) for i in range(5)})
+    return [convs[round(0.6 * (len(convs) - 1))]], [convs[i] for i in picks]
 
 
 def _layer_names(model: nn.Module, spec, default: list[str] | None, argname: str) -> list[str]:
