@@ -298,7 +298,7 @@ def joined(mode: Any, func: Any, args: tuple, kwargs: dict, known: Known, out: t
 
 
 # --------------------------------------------------------------------------- ops over some dimensions
-def _over(mode: Any, func: Any, args: tuple, kwargs: dict, known: Known, out: torch.Tensor,
+def _over(mode: Any, func: Any, args: tuple, kwargs: dict, known: Known, out: torch.Tensor, *,
           reduced: set[int] | None, keepdim: bool) -> Field:
     """An op that mixes the dimensions ``reduced`` (None: all of them) and, unless ``keepdim``, drops them."""
     src = _src(args, kwargs)
@@ -324,13 +324,13 @@ def reduction(mode: Any, func: Any, args: tuple, kwargs: dict, known: Known, out
     if isinstance(dim, torch.dtype):  # x.sum(dtype) style calls
         dim = None
     reduced = None if dim is None else ({dim} if isinstance(dim, int) else set(dim))
-    return _over(mode, func, args, kwargs, known, out, reduced, bool(a["keepdim"]))
+    return _over(mode, func, args, kwargs, known, out, reduced=reduced, keepdim=bool(a["keepdim"]))
 
 
 def softmax(mode: Any, func: Any, args: tuple, kwargs: dict, known: Known, out: torch.Tensor) -> Field:
     """``softmax`` / ``log_softmax`` over ``dim``: that dimension is mixed, none dropped."""
     dim = _bind(args, kwargs, ["input", "dim"], {"dim": None})["dim"]
-    return _over(mode, func, args, kwargs, known, out, None if dim is None else {dim}, True)
+    return _over(mode, func, args, kwargs, known, out, reduced=None if dim is None else {dim}, keepdim=True)
 
 
 def last_dims(mode: Any, func: Any, args: tuple, kwargs: dict, known: Known, out: torch.Tensor) -> Field:
@@ -340,7 +340,7 @@ def last_dims(mode: Any, func: Any, args: tuple, kwargs: dict, known: Known, out
         return elementwise(mode, func, args, kwargs, known, out)  # e.g. a weight computed from the input
     n = 1 if func is F.linear else len(tuple(_bind(args, kwargs, ["input", "normalized_shape"])["normalized_shape"]))
     mixed = set(range(src.dim() - n, src.dim()))
-    fld = _over(mode, func, args, kwargs, [(src, mode.field_of(src))], out, mixed, True)
+    fld = _over(mode, func, args, kwargs, [(src, mode.field_of(src))], out, reduced=mixed, keepdim=True)
     if func is F.linear and out.dim() != src.dim():
         return global_union(mode, known)
     others = [(t, f) for t, f in known if t is not src]
@@ -349,7 +349,7 @@ def last_dims(mode: Any, func: Any, args: tuple, kwargs: dict, known: Known, out
 
 def whole_map(mode: Any, func: Any, args: tuple, kwargs: dict, known: Known, out: torch.Tensor) -> Field:
     """GroupNorm / InstanceNorm: statistics over the whole map, so every position sees all of it."""
-    return _over(mode, func, args, kwargs, known, out, None, True)
+    return _over(mode, func, args, kwargs, known, out, reduced=None, keepdim=True)
 
 
 def batch_norm(mode: Any, func: Any, args: tuple, kwargs: dict, known: Known, out: torch.Tensor) -> Field:

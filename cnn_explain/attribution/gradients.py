@@ -182,14 +182,15 @@ def saliency(model: nn.Module, x: Any, *, target: Any = None, method: str = "gra
             att, calls, others = (p.grad.abs() if abs else p.grad), p.relu_calls, p.others
             tgt = p.target
         else:
-            att, tgt, calls, others = _smoothgrad(model, x, target, method, abs, smooth, noise, seed, output, progress)
+            att, tgt, calls, others = _smoothgrad(model, x, target, method, abs=abs, samples=smooth, noise=noise, seed=seed,
+                                                      output=output, progress=progress)
     _warn(method, calls, others)
     params = {"abs": abs, "smooth": smooth, "noise": noise, "seed": seed}
     return Saliency(att, tgt, method, inputs=x, params=params, relu_calls=calls,
                     other_activations=tuple(sorted(others)))
 
 
-def _smoothgrad(model, x, target, method, abs, samples, noise, seed, output, progress):
+def _smoothgrad(model, x, target, method, *, abs, samples, noise, seed, output, progress):
     with torch.no_grad():
         tgt = resolve_target(target, forward_logits(model, x, output))
     z, sigma = smooth_noise(x, samples, noise, seed)

@@ -171,7 +171,7 @@ def arithmetic(model: nn.Module, x: Any, layer: LayerSpec, channel: int = 0, h: 
         channel = _in_range(channel, out.shape[0], "channel", f"output channels of {name!r}")
         h = _in_range(out.shape[1] // 2 if h is None else h, out.shape[1], "h", f"output rows of {name!r}")
         w = _in_range(out.shape[2] // 2 if w is None else w, out.shape[2], "w", f"output columns of {name!r}")
-        fields = _conv(name, module, out, calls, channel, h, w) if isinstance(module, nn.Conv2d) \
+        fields = _conv(name, module, out, calls, k=channel, h=h, w=w) if isinstance(module, nn.Conv2d) \
             else _spatial(module, inp, out, channel, h, w)
     actual = float(out[channel] if out.dim() == 1 else out[channel, h, w])
     _check_agreement(name, fields, actual)
@@ -262,7 +262,7 @@ def _inclusive(first_last: tuple[int, int]) -> tuple[int, int]:
     return first_last[0], first_last[1] + 1
 
 
-def _conv(name: str, conv: nn.Conv2d, out: torch.Tensor, calls: ConvCalls, k: int, h: int, w: int) -> dict:
+def _conv(name: str, conv: nn.Conv2d, out: torch.Tensor, calls: ConvCalls, *, k: int, h: int, w: int) -> dict:
     """The worked sum of the ``F.conv2d`` call that produced the layer's output, with its own operands."""
     call = calls.producing(out, conv.weight)
     if call is None:

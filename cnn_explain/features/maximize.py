@@ -234,7 +234,7 @@ class _Run:
     optim: OptimizeSettings
 
 
-def _evaluate(model, x, pixels, objective, names, chan_t, rows_t) -> torch.Tensor:
+def _evaluate(model, x, pixels, objective, names, *, channels, rows) -> torch.Tensor:
     """One forward of the batch; the objective's ``(B,)`` values, attached to the graph."""
     layers = sorted(set(names.values()))
     # a new capture per step keeps the recorded names plain (no name#k for repeated forwards)
@@ -242,7 +242,7 @@ def _evaluate(model, x, pixels, objective, names, chan_t, rows_t) -> torch.Tenso
         out = model(x)
         logits = select_output(out).reshape(x.shape[0], -1) if objective.needs_logits else None
         acts = {n: rec.live(n) for n in layers}
-        values = objective(obj.Context(acts, pixels, names, logits, chan_t, rows_t))
+        values = objective(obj.Context(acts, pixels, names, logits, channels, rows))
     if not isinstance(values, torch.Tensor) or values.shape != (x.shape[0],):
         raise ValueError(f"the objective must give one value per image, shape ({x.shape[0]},); "
                          f"got {getattr(values, 'shape', type(values).__name__)}")
@@ -261,7 +261,7 @@ def _optimize(run: _Run, rows: list[int], chans: list[int], progress: bool, desc
     def loss() -> tuple[torch.Tensor, torch.Tensor]:
         pixels = to_image()
         x = ((prm.apply_transforms(pixels, run.transforms, gens) - mean) / std).to(model_dtype(run.model))
-        values = _evaluate(run.model, x, pixels, run.objective, run.names, chan_t, rows_t)
+        values = _evaluate(run.model, x, pixels, run.objective, run.names, channels=chan_t, rows=rows_t)
         return -values, values.detach().cpu()  # maximize the objective: minimize its negative
 
     trace = optimize_image(params, loss, run.optim, progress=progress, desc=desc)

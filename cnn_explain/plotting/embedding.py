@@ -128,7 +128,8 @@ def scatter_embedding(result: Embedding, ax: Axes | None = None, *, thumbnails: 
     fig, ax = new_figure((7.0, 6.0), ax)
     _draw_points(ax, result, coords, mark_errors, point_size)
     if thumbnails is not None:
-        _draw_thumbnails(ax, result, coords, thumbnails, n_thumbnails, thumbnail_size, thumbnail_cmap, seed)
+        _draw_thumbnails(ax, result, coords, thumbnails, n=n_thumbnails, size=thumbnail_size, cmap=thumbnail_cmap,
+                         seed=seed)
     ax.set_xlabel(f"{_PRETTY.get(result.method, result.method)} 1")
     ax.set_ylabel(f"{_PRETTY.get(result.method, result.method)} 2")
     ax.set_title(_title(result), fontsize=10)
@@ -210,7 +211,7 @@ def spread_subsample(coords: np.ndarray, n: int, min_dist: float, seed: int = 0)
     return np.asarray(chosen, dtype=np.int64)
 
 
-def _draw_thumbnails(ax: Axes, result: Embedding, coords: np.ndarray, images: Any, n: int, size: float,
+def _draw_thumbnails(ax: Axes, result: Embedding, coords: np.ndarray, images: Any, *, n: int, size: float,
                      cmap: str, seed: int) -> None:
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 

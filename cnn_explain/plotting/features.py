@@ -45,7 +45,7 @@ def _pick_channels(t: torch.Tensor, top_k: int | None, max_channels: int) -> lis
     return list(range(min(t.shape[0], max_channels)))
 
 
-def feature_map_grid(maps: Mapping[str, torch.Tensor], layers: str | Sequence[str] | None = None, index: int = 0,
+def feature_map_grid(maps: Mapping[str, torch.Tensor], layers: str | Sequence[str] | None = None, *, index: int = 0,
                      top_k: int | None = None, shared_scale: bool = False, max_channels: int = 16,
                      ncols: int = 8, cmap: str = "viridis") -> Figure:
     """A grid of channels per layer, titled with the layer name and map shape (seed 000, figure 5).

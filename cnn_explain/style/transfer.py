@@ -215,8 +215,9 @@ def transfer(
         TypeError: inputs of the wrong type.
     """
     net = _model(model)
-    cfg = _settings(net, content_layers, style_layers, style_weights, content_weight, style_weight,
-                    tv_weight, steps, optimizer, lr, size, init, seed)
+    cfg = _settings(net, content_layers=content_layers, style_layers=style_layers, style_weights=style_weights,
+                    content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight, steps=steps,
+                    optimizer=optimizer, lr=lr, size=size, init=init, seed=seed)
     c_img, s_img = load_rgb(content, "content"), load_rgb(style, "style")
     hw = working_size(size, c_img)
     warn_if_sizes_differ(c_img, s_img, hw)
@@ -315,7 +316,7 @@ def _model(model: nn.Module | None) -> nn.Module:
     return model
 
 
-def _settings(model, content_layers, style_layers, style_weights, content_weight, style_weight,
+def _settings(model, *, content_layers, style_layers, style_weights, content_weight, style_weight,
               tv_weight, steps, optimizer, lr, size, init, seed) -> StyleSettings:
     default_c, default_s = _default_layers(model, RandomTextureNet)
     c_names = _layer_names(model, content_layers, default_c, "content_layers")
