@@ -206,7 +206,8 @@ def test_read_after_inplace_is_recorded_and_exact():
     torch.testing.assert_close(r.attribution, plain.attribution, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("cls, reason", [(ControlFlow, "data-dependent"), (WithFFT, "fft"), (InplaceOnView, "in place")])
+@pytest.mark.parametrize("cls, reason", [(ControlFlow, "data-dependent"), (WithFFT, "fft"),
+                                        (InplaceOnView, "in place")])
 def test_fallback_is_taken_and_reported_once(cls, reason, snapshot):
     model = _seeded(cls)
     snap = snapshot(model)

@@ -138,7 +138,7 @@ def occlusion(
             predicts it faster than batched, else batched), ``"incremental"`` (exact, incremental
             whenever the model allows it), ``"batched"`` or ``"approx"``.
         batch_size: window positions per batch; None picks the largest that fits ``memory_budget``
-            (at most 64).
+            (at most 32).
         memory_budget: bytes occlusion's working memory may use (default 1 GiB): the batch's tensors
             and the incremental engine's clean maps and padded copies; the model's weights, the
             images and the result are not counted. When the incremental engine's maps leave no room

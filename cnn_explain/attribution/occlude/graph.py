@@ -54,7 +54,8 @@ class OpKind(enum.Enum):
     PAD = "pad"  # constant padding: the region shifts by the leading padding
 
 
-WINDOWED_KINDS = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.PAD)  # kinds that read a kernel window of their input
+# kinds that read a window of their input
+WINDOWED_KINDS = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.PAD)
 
 
 @dataclass(frozen=True)

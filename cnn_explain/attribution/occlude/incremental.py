@@ -48,7 +48,7 @@ from .lowp import LowPrecision
 from .plan import NodePlan, NodeState, build_plan, bytes_per_position, group_boxes
 from .regions import Box, Region, materialize, max_pool, read_change, read_windows
 
-__all__ = ["IncrementalOcclusion", "Unsupported", "NodePlan", "NodeState"]
+__all__ = ["IncrementalOcclusion", "Unsupported", "NodePlan", "NodeState", "graph_key"]
 
 MakeInput = Callable[[torch.Tensor, Box], torch.Tensor]  # (positions, their input boxes) -> occluded input boxes
 
@@ -58,7 +58,7 @@ MakeInput = Callable[[torch.Tensor, Box], torch.Tensor]  # (positions, their inp
 _GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _graph_key(model: nn.Module, image: torch.Tensor) -> tuple:
+def graph_key(model: nn.Module, image: torch.Tensor) -> tuple:
     """What a graph depends on: the image's shape and dtype (recordings are shape-specialised) and which module
     object sits at every path (a replaced submodule is traced again); parameters are read by name when run."""
     return (tuple(image.shape), image.dtype, image.device,
@@ -110,7 +110,7 @@ class IncrementalOcclusion:
         self.padded: dict[tuple[fx.Node, float], dict] = {}  # clean maps padded for `read_windows`, per image
         self.rebuild: Callable[[Any], Any] = lambda out: out
         self.how = "torch.fx"  # how the graph was made: "torch.fx" or "recorded" (real tensors)
-        key = _graph_key(model, image)
+        key = graph_key(model, image)
         known = _GRAPHS.setdefault(model, {}).get(key)
         if isinstance(known, str):
             raise Unsupported(known)  # this model and image shape were already found unsupported

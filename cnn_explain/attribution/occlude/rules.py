@@ -23,6 +23,7 @@ Everything else (``Category.OTHER``, e.g. ``Tensor.permute``) raises `Unsupporte
 from __future__ import annotations
 
 import builtins
+import functools
 import inspect
 import operator
 from typing import Any
@@ -58,13 +59,13 @@ def classify(node: fx.Node, modules: dict[str, nn.Module], cache: dict[fx.Node, 
     if node.op == "call_function":
         return _classify_function(node, cache)
     if node.op == "call_method":
-        kind = _by_category(ops.category(node.target), node)
+        kind = _by_category(ops.category(node.target))
         if kind is not None:
             return OpSpec(kind)
     raise Unsupported(f"no region rule for {describe(node, modules)}")
 
 
-def _by_category(cat: ops.Category, node: fx.Node, four_d: bool = True) -> OpKind | None:
+def _by_category(cat: ops.Category) -> OpKind | None:
     """The kind of a node without geometry, from its category (None: no rule)."""
     if cat in _ELEMENTWISE:
         return OpKind.POINTWISE
@@ -94,7 +95,7 @@ def _classify_module(node: fx.Node, m: nn.Module) -> OpSpec:
         if m.training:  # occlusion sets eval mode; a caller of the engine may not
             raise Unsupported(f"{name} is in training mode (random)")
         return OpSpec(OpKind.POINTWISE)  # eval: a fixed slope / the identity
-    kind = _by_category(cat, node)
+    kind = _by_category(cat)
     if kind is None:
         raise Unsupported(f"no region rule for {name}")
     return OpSpec(kind)
@@ -199,13 +200,15 @@ def _classify_function(node: fx.Node, cache: dict[fx.Node, Any]) -> OpSpec:
         return OpSpec(OpKind.TAIL)  # layer / group / instance / local response norm: not elementwise
     if cat in _ELEMENTWISE and "training" in _parameters(t) and _training_arg(t, node):
         raise Unsupported(f"{name} is called with training=True (random)")
-    kind = _by_category(cat, node)
+    kind = _by_category(cat)
     if kind is None:
         raise Unsupported(f"no region rule for {name}")
     return OpSpec(kind)
 
 
+@functools.lru_cache(maxsize=512)
 def _parameters(t: Any) -> tuple[str, ...]:
+    """The parameter names of a function (cached: ``inspect.signature`` of a builtin parses its text signature)."""
     try:
         return tuple(inspect.signature(t).parameters)
     except (TypeError, ValueError):
