@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from cnn_explain.attribution.cam_family import CamMethod, cam, layer_maps
+from cnn_explain.attribution.cam import CamLayer, cam_pass
+from cnn_explain.attribution.cam_family import CamMethod, cam
 
 tc = pytest.importorskip("torchcam.methods")
 TARGETS = [0, 3, 4]
@@ -57,7 +58,7 @@ def test_ss_cam_equals_torchcam_with_the_same_noise(tiny_resnet, images):
 
 
 def _acts_grads(net, x):
-    _, a, g, _ = layer_maps(net, x, TARGETS, {LAYER: net.get_submodule(LAYER)})
+    _, a, g, _ = cam_pass(net, x, TARGETS, CamLayer(LAYER), None)
     return a.double(), g.double()
 
 
@@ -190,3 +191,22 @@ def test_benchmark_quick_smoke(capsys):
         torch.random.set_rng_state(rng)
     out = capsys.readouterr().out
     assert "score-cam" in out and "x " in out
+
+
+@pytest.mark.parametrize("method", ["grad-cam++", "score-cam"])
+def test_default_layer_is_grad_cams(tiny_resnet, images, method):
+    """layer=None reads the map Grad-CAM reads (the classifier's pooled map), not the last conv that ran."""
+    from cnn_explain.attribution import grad_cam
+
+    r = cam(tiny_resnet, images, target=TARGETS, method=method, progress=False)
+    assert r.layer == grad_cam(tiny_resnet, images, target=TARGETS).layer
+    same = cam(tiny_resnet, images, target=TARGETS, method=method, layer=r.layer, progress=False)
+    torch.testing.assert_close(r.cam, same.cam)
+
+
+def test_ablation_cam_refuses_a_map_that_is_no_modules_output(images):
+    from realnets import real_net
+
+    model, x = real_net("dataclass_out")
+    with pytest.raises(ValueError, match="zeroes channels of a module.s tensor output"):
+        cam(model, x, method="ablation-cam", layer="stage2.last_hidden_state", output="logits", progress=False)

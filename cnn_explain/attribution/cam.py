@@ -60,25 +60,25 @@ class GradCam(Attribution):
 
 
 @dataclass(frozen=True)
-class _Layer:
+class CamLayer:
     """Where Grad-CAM reads its feature map: a layer name (selector included) and whether it is the input."""
 
     name: str
     input: bool = False
 
 
-def _layer(model: nn.Module, x: torch.Tensor, layer: LayerSpec) -> _Layer:
+def cam_layer(model: nn.Module, x: torch.Tensor, layer: LayerSpec) -> CamLayer:
     """The chosen layer, or the default: the map feeding the spatial collapse (else the last conv run)."""
     if layer is not None:
-        return _Layer(resolve_layer(model, layer, argname="layer")[0])
+        return CamLayer(resolve_layer(model, layer, argname="layer")[0])
     try:
         site = classifier_input(model, x[:1])
     except ValueError:  # the collapsed map is made by a function and read by no module
         site = last_conv(model, x[:1])
-    return _Layer(site.name, site.input)
+    return CamLayer(site.name, site.input)
 
 
-def _cam_pass(model: nn.Module, x: torch.Tensor, target: Any, layer: _Layer, output: Any):
+def cam_pass(model: nn.Module, x: torch.Tensor, target: Any, layer: CamLayer, output: Any):
     """Forward + backward; returns ``(layer name, A, dS/dA, target)`` for the last call recorded."""
     with torch.inference_mode(False), torch.enable_grad(), \
             capture(model, layer.name, grads=True, inputs=layer.input, keep_outputs=not layer.input) as rec:
@@ -142,7 +142,7 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
         raise TypeError(f"guided must be True or False, got {type(guided).__name__}")
     x = model_input(model, x)
     with preserved(model, eval=True, freeze=True):  # one hold of the model's lock for the whole call
-        key, acts, grads, tgt = _cam_pass(model, x, target, _layer(model, x, layer), output)
+        key, acts, grads, tgt = cam_pass(model, x, target, cam_layer(model, x, layer), output)
         weights = grads.mean(dim=(2, 3), keepdim=True)
         cam = torch.relu((weights * acts).sum(dim=1, keepdim=True))
         up = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)

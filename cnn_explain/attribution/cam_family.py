@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import forward_logits, model_input, positive_int, resolve_target
-from ..hooks import LayerSpec, capture, preserved, resolve_layer, resolve_layers
+from .._utils import model_input, positive_int
+from ..hooks import LayerSpec, preserved, resolve_layer, split_selector
 from ._score_cam import ablation_weights, score_weights
-from .cam import GradCam
+from .cam import CamLayer, GradCam, cam_layer, cam_pass
 
-__all__ = ["cam", "CamMethod", "CamSettings", "layer_maps"]
+__all__ = ["cam", "CamMethod", "CamSettings"]
 
 EPS = 1e-8  # torch-cam's epsilon in Grad-CAM++ / XGrad-CAM denominators and normalization
 
@@ -99,53 +99,19 @@ def _method(method: Any) -> CamMethod:
                          f"got {method!r}") from None
 
 
-def _layers(model: nn.Module, layer: LayerSpec) -> dict[str, nn.Module]:
-    if layer is None:
-        convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-        if not convs:
-            raise ValueError("layer=None picks the last Conv2d executed, but the model has no Conv2d; "
-                             "pass layer=<a layer with (N, C, h, w) output>")
-        return convs
-    _, module = resolve_layer(model, layer, argname="layer")
-    return resolve_layers(model, module, argname="layer")
-
-
-def layer_maps(model: nn.Module, x: torch.Tensor, target: Any, layers: dict[str, nn.Module],
-               output: Any = None) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward and ``torch.autograd.grad``: ``(layer key, A (N, K, h, w), dS/dA, target (N,))``.
-
-    The last call recorded among ``layers`` is used (execution order). The model
-    must already be frozen and in eval mode.
-    """
-    with torch.inference_mode(False), torch.enable_grad(), capture(model, list(layers.values()), grads=True) as rec:
-        leaf = x.detach().clone().requires_grad_(True)
-        logits = forward_logits(model, leaf.clone(), output)
-        if not len(rec):
-            raise ValueError(f"layer {', '.join(layers)} was not called in the forward pass")
-        key = list(rec.outputs)[-1]
-        acts = rec.live(key)
-        if acts.dim() != 4:
-            raise ValueError(f"layer {key!r} outputs shape {tuple(acts.shape)}; a CAM needs an "
-                             "(N, C, h, w) feature map: pass layer=<a conv layer>")
-        tgt = resolve_target(target, logits).clone()
-        score = logits.gather(1, tgt.to(logits.device)[:, None]).sum()
-        (grads,) = torch.autograd.grad(score, acts)
-    return key, acts.detach(), grads.detach(), tgt
-
-
 def _grad_cam_pp(acts: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, g3: torch.Tensor) -> torch.Tensor:
     """Grad-CAM++ weights ``(N, K)`` from the first three derivative estimates (``g**p`` or their means)."""
     alpha = g2 / (2 * g2 + (acts.sum((2, 3), keepdim=True) * g3) + EPS)
     return (alpha * torch.relu(g1)).sum((2, 3))
 
 
-def _smooth_derivatives(model, x, tgt, layers, output, settings: CamSettings):
+def _smooth_derivatives(model, x, tgt, site: CamLayer, output, settings: CamSettings):
     """Means over noisy copies of ``g``, ``g**2``, ``g**3`` (noise ``N(0, noise^2)`` on the input)."""
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
     sums = None
     for _ in range(settings.samples):
         z = torch.normal(0.0, settings.noise, size=x.shape, generator=gen, dtype=x.dtype).to(x.device)
-        _, _, g, _ = layer_maps(model, x + z, tgt, layers, output)
+        _, _, g, _ = cam_pass(model, x + z, tgt, site, output)
         terms = (g, g * g, g * g * g)
         sums = terms if sums is None else tuple(s + t for s, t in zip(sums, terms))
     return tuple(s / settings.samples for s in sums)
@@ -161,18 +127,28 @@ def _eigen(acts: torch.Tensor) -> torch.Tensor:
     return proj.reshape(n, 1, h, w)
 
 
+def _ablated_module(model: nn.Module, site: CamLayer) -> nn.Module:
+    """The module whose tensor output Ablation-CAM zeroes channel by channel."""
+    name, path = split_selector(dict(model.named_modules()), site.name)
+    if site.input or path:
+        raise ValueError(f"method='ablation-cam' zeroes channels of a module's tensor output, but the map at "
+                         f"{site.name!r} is {'an input' if site.input else 'selected from a non-tensor output'}; "
+                         "pass layer=<the module that returns the (N, C, h, w) map>")
+    return resolve_layer(model, name, argname="layer")[1]
+
+
 def _call_index(key: str) -> int:
     return int(key.split("#")[1]) if "#" in key else 0
 
 
-def _weights_and_map(m: CamMethod, model, x, tgt, layers, key, acts, grads, output, settings, progress):
+def _weights_and_map(m: CamMethod, model, x, tgt, site: CamLayer, key, acts, grads, output, settings, progress):
     """``(weights (N, K) or None, map (N, 1, h, w) before the ReLU)``."""
     if m is CamMethod.GRAD_CAM:
         w = grads.mean((2, 3))
     elif m is CamMethod.GRAD_CAM_PP:
         w = _grad_cam_pp(acts, grads, grads ** 2, grads ** 3)
     elif m is CamMethod.SMOOTH_GRAD_CAM_PP:
-        w = _grad_cam_pp(acts, *_smooth_derivatives(model, x, tgt, layers, output, settings))
+        w = _grad_cam_pp(acts, *_smooth_derivatives(model, x, tgt, site, output, settings))
     elif m is CamMethod.XGRAD_CAM:
         w = (grads * acts).sum((2, 3)) / (acts.sum((2, 3)) + EPS)
     elif m in (CamMethod.LAYER_CAM, CamMethod.HIRES_CAM):
@@ -181,7 +157,7 @@ def _weights_and_map(m: CamMethod, model, x, tgt, layers, key, acts, grads, outp
     elif m is CamMethod.EIGEN_CAM:
         return None, _eigen(acts)
     elif m is CamMethod.ABLATION_CAM:
-        module = layers[key.split("#")[0]]
+        module = _ablated_module(model, site)
         w = ablation_weights(model, x, module, _call_index(key), tgt, channels=acts.shape[1],
                              batch_size=settings.batch_size, output=output)
     else:
@@ -204,7 +180,8 @@ def cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None
         x: images ``(N, C, H, W)`` (a single ``(C, H, W)`` image gets a batch of 1).
         target: class per image: int, list of ints, or None (the predicted class).
         layer: the layer whose maps are weighted (module, dotted name, glob, type);
-            default the last ``nn.Conv2d`` executed (its last call if it runs several times).
+            default Grad-CAM's (:func:`cnn_explain.attribution.grad_cam`): the feature map that
+            feeds the classifier's global pooling / flatten (its last call if it runs several times).
         method: a `CamMethod` or its name (``"grad-cam"``, ``"grad-cam++"``,
             ``"smooth-grad-cam++"``, ``"xgrad-cam"``, ``"layer-cam"``, ``"hires-cam"``,
             ``"score-cam"``, ``"ss-cam"``, ``"is-cam"``, ``"ablation-cam"``, ``"eigen-cam"``).
@@ -227,11 +204,11 @@ def cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None
     m = _method(method)
     settings = CamSettings.make(m, samples, noise, seed, batch_size)
     x = model_input(model, x)
-    layers = _layers(model, layer)
     with preserved(model, eval=True, freeze=True):
-        key, acts, grads, tgt = layer_maps(model, x, target, layers, output)
+        site = cam_layer(model, x, layer)
+        key, acts, grads, tgt = cam_pass(model, x, target, site, output)
         with torch.no_grad():
-            w, raw = _weights_and_map(m, model, x, tgt, layers, key, acts, grads, output, settings, progress)
+            w, raw = _weights_and_map(m, model, x, tgt, site, key, acts, grads, output, settings, progress)
     lmap = raw if m is CamMethod.EIGEN_CAM else torch.relu(raw)
     up = F.interpolate(lmap, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
     params = {"samples": settings.samples, "noise": settings.noise, "seed": settings.seed,
