@@ -31,7 +31,9 @@ from .prediction import Prediction
 
 if TYPE_CHECKING:  # result types, for annotations only: importing them would load every capability
     from .attribution.cam import GradCam
+    from .attribution.cam_family import CamMethod
     from .attribution.gradients import Saliency
+    from .attribution.integrated_gradients import IGMethod, IntegratedGradients
     from .attribution.occlude import OcclusionResult
     from .attribution.sanity import SanityResult
     from .embedding import Embedding
@@ -220,15 +222,43 @@ class Explainer:
         return grad_cam(self.model, self.prepare(x), target=self._targets(target), layer=layer, guided=guided,
                         output=self.output)
 
+    def integrated_gradients(self, x: Any, target: Any = None, *, baseline: float | str | torch.Tensor = 0.0,
+                             steps: int = 64, method: IGMethod | str = "gausslegendre",
+                             internal_batch_size: int | None = None, memory_budget: int | None = None,
+                             exact: bool = False, progress: bool = True) -> IntegratedGradients:
+        """Integrated Gradients (Sundararajan et al.), ``exact=True`` for piecewise-linear nets.
+
+        See :func:`cnn_explain.attribution.integrated_gradients.integrated_gradients`.
+        """
+        from .attribution.integrated_gradients import integrated_gradients
+
+        return integrated_gradients(self.model, self.prepare(x), target=self._targets(target), baseline=baseline,
+                                    steps=steps, method=method, internal_batch_size=internal_batch_size,
+                                    memory_budget=memory_budget, exact=exact, output=self.output, progress=progress)
+
+    def cam(self, x: Any, target: Any = None, layer: LayerSpec = None, method: CamMethod | str = "grad-cam", *,
+            samples: int | None = None, noise: float | None = None, seed: int = 0, batch_size: int = 64,
+            progress: bool = True) -> GradCam:
+        """A CAM-family map: Grad-CAM++, Score-CAM, Layer-CAM, ... See :func:`cnn_explain.attribution.cam_family.cam`."""
+        from .attribution.cam_family import cam
+
+        return cam(self.model, self.prepare(x), target=self._targets(target), layer=layer, method=method,
+                   samples=samples, noise=noise, seed=seed, batch_size=batch_size, output=self.output,
+                   progress=progress)
+
     def sanity_check(self, x: Any, method: str = "guided", target: Any = None, *, order: str = "top-down",
                      layers: LayerSpec = None, seed: int = 0, progress: bool = True, abs: bool = True,
-                     smooth: int = 0, noise: float = 0.15, cam_layer: LayerSpec = None) -> SanityResult:
-        """Model-parameter randomization test (Adebayo et al.). See :func:`cnn_explain.attribution.sanity_check`."""
+                     smooth: int = 0, noise: float = 0.15, cam_layer: LayerSpec = None,
+                     ig_steps: int = 64) -> SanityResult:
+        """Model-parameter randomization test (Adebayo et al.). See :func:`cnn_explain.attribution.sanity_check`.
+
+        ``method`` also takes ``"integrated_gradients"`` (``"ig"``) and the CAM family's names (``"grad-cam++"``).
+        """
         from .attribution import sanity_check
 
         return sanity_check(self.model, self.prepare(x), method=method, target=self._targets(target), order=order,
                             layers=layers, seed=seed, output=self.output, progress=progress, abs=abs, smooth=smooth,
-                            noise=noise, cam_layer=cam_layer)
+                            noise=noise, cam_layer=cam_layer, ig_steps=ig_steps)
 
     # ------------------------------------------------------------------ data-set level
     def embed(self, data: Any, layer: LayerSpec = None, method: str = "tsne", seed: int | None = 0, *,

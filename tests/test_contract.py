@@ -133,6 +133,18 @@ def _grad_cam(model, inp):
     return grad_cam(model, inp.x, layer="conv2", guided=True)
 
 
+def _integrated_gradients(model, inp):
+    from cnn_explain.attribution.integrated_gradients import integrated_gradients
+
+    return integrated_gradients(model, inp.x, baseline="blur", steps=6, internal_batch_size=5, progress=False)
+
+
+def _cam(model, inp):
+    from cnn_explain.attribution.cam_family import cam
+
+    return cam(model, inp.x, method="score-cam", layer="conv2", batch_size=4, progress=False)
+
+
 def _sanity_check(model, inp):
     from cnn_explain.attribution import sanity_check
 
@@ -176,6 +188,12 @@ CAPABILITIES = [
     Capability("saliency", lambda ex, inp: ex.saliency(inp.x, method="guided", smooth=2, progress=False), _saliency,
                fails_from=2),
     Capability("grad_cam", lambda ex, inp: ex.grad_cam(inp.x, layer="conv2", guided=True), _grad_cam, fails_from=2),
+    Capability("integrated_gradients",
+               lambda ex, inp: ex.integrated_gradients(inp.x, baseline="blur", steps=6, internal_batch_size=5,
+                                                       progress=False),
+               _integrated_gradients, fails_from=2),
+    Capability("cam", lambda ex, inp: ex.cam(inp.x, method="score-cam", layer="conv2", batch_size=4,
+                                             progress=False), _cam, fails_from=2),
     Capability("sanity_check", lambda ex, inp: ex.sanity_check(inp.x, method="gradient", progress=False),
                _sanity_check, fails_from=3),
     Capability("embed", lambda ex, inp: ex.embed((inp.data, inp.labels), method="pca", batch_size=8, progress=False),

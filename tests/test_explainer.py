@@ -117,6 +117,8 @@ def test_package_names_are_the_functions():
 
 def _facade_functions():
     from cnn_explain.attribution import grad_cam, occlusion, saliency, sanity_check
+    from cnn_explain.attribution.cam_family import cam
+    from cnn_explain.attribution.integrated_gradients import integrated_gradients
     from cnn_explain.embedding import embed, extract, project
     from cnn_explain.features import arithmetic, feature_maps, filters, maximize
     from cnn_explain.layers import receptive_field
@@ -126,7 +128,15 @@ def _facade_functions():
     return {"summary": [summarize], "feature_maps": [feature_maps], "filters": [filters], "maximize": [maximize],
             "arithmetic": [arithmetic], "receptive_field": [receptive_field], "occlusion": [occlusion],
             "saliency": [saliency], "grad_cam": [grad_cam], "sanity_check": [sanity_check],
+            "integrated_gradients": [integrated_gradients], "cam": [cam],
             "embed": [embed, extract, project], "report": [write_report]}
+
+
+def test_every_facade_method_is_checked_against_its_function():
+    """Each public method but ``predict`` (no function: its reference is in test_contract) has its function listed,
+    so the defaults test below covers it."""
+    public = {n for n, v in vars(Explainer).items() if callable(v) and not n.startswith("_")}
+    assert public - {"prepare", "label", "predict"} == set(_facade_functions())
 
 
 def test_facade_signatures_are_explicit_and_keep_the_functions_defaults():
@@ -151,6 +161,28 @@ def test_facade_signatures_are_explicit_and_keep_the_functions_defaults():
                     assert mine.default == p.default, f"Explainer.{name}({p.name}={mine.default!r}) but " \
                                                       f"{fn.__name__} defaults to {p.default!r}"
     assert inspect.signature(Explainer.saliency).parameters["method"].default == "gradient"
+    ig, cam = inspect.signature(Explainer.integrated_gradients), inspect.signature(Explainer.cam)
+    assert (ig.parameters["steps"].default, ig.parameters["method"].default, ig.parameters["exact"].default) == \
+        (64, "gausslegendre", False)
+    assert (cam.parameters["method"].default, cam.parameters["batch_size"].default) == ("grad-cam", 64)
+
+
+def test_class_names_as_targets_for_ig_and_cam(tiny_net, images):
+    """``target="c"`` is class 2 for the new methods too, as for saliency / grad_cam."""
+    from cnn_explain.attribution.cam_family import cam
+    from cnn_explain.attribution.integrated_gradients import integrated_gradients
+
+    ex = explain(tiny_net, class_names=list("abcde"))
+    r = ex.integrated_gradients(images, target="c", steps=4, progress=False)
+    ref = integrated_gradients(tiny_net, images, target=2, steps=4, progress=False)
+    assert r.target.tolist() == [2, 2, 2]
+    torch.testing.assert_close(r.attribution, ref.attribution, rtol=0, atol=0)
+    c = ex.cam(images, target=["a", 4, "b"], method="grad-cam++", layer="conv2")
+    ref = cam(tiny_net, images, target=[0, 4, 1], method="grad-cam++", layer="conv2")
+    assert c.target.tolist() == [0, 4, 1] and c.layer == "conv2"
+    torch.testing.assert_close(c.attribution, ref.attribution, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="did you mean 'c'"):
+        ex.cam(images, target="cc")
 
 
 def test_facade_passes_its_output_selector_on():

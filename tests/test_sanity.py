@@ -184,3 +184,83 @@ def test_deletion_bad_arguments(tiny_net, images, kwargs, err, word):
         deletion_insertion(tiny_net, images, a, progress=False, **kwargs)
     with pytest.raises(ValueError, match="attribution"):
         deletion_insertion(tiny_net, images, torch.rand(3, 1, 6, 5), progress=False)
+
+
+# ----------------------------------------------------------------------------- Integrated Gradients and the CAM family
+@pytest.mark.parametrize("method,canonical", [("ig", "integrated_gradients"), ("integrated_gradients",
+                                                                                "integrated_gradients"),
+                                              ("grad-cam++", "grad-cam++"), ("score-cam", "score-cam")])
+def test_sanity_check_runs_ig_and_cam_family(tiny_net, images, snapshot, method, canonical):
+    """Step 0 is the map of the function itself on the trained model; later steps change it."""
+    from cnn_explain.attribution.cam_family import cam
+    from cnn_explain.attribution.integrated_gradients import integrated_gradients
+
+    snap = snapshot(tiny_net)
+    s = sanity_check(tiny_net, images, method=method, seed=3, progress=False, ig_steps=8, cam_layer="conv2")
+    snap.assert_unchanged()
+    assert s.method == canonical and s.steps == ["original", "+fc", "+conv2", "+conv1"]
+    if canonical == "integrated_gradients":
+        ref = integrated_gradients(tiny_net, images, steps=8, progress=False)
+    else:
+        ref = cam(tiny_net, images, method=method, layer="conv2", progress=False)
+    assert s.target.tolist() == ref.target.tolist()
+    torch.testing.assert_close(s.maps[0], ref.attribution, rtol=0, atol=0)
+    torch.testing.assert_close(s.spearman[0], torch.ones(3, dtype=torch.float64))
+    assert s.maps.shape[2] == (3 if canonical == "integrated_gradients" else 1)
+    assert not torch.allclose(s.maps[1], s.maps[0])  # re-initializing the classifier changes the map
+    # step 1 by hand: the classifier re-initialized from the same seed, the map recomputed for the same targets
+    work = copy.deepcopy(tiny_net)
+    rng = torch.get_rng_state()
+    torch.manual_seed(3)
+    work.fc.reset_parameters()
+    torch.set_rng_state(rng)
+    if canonical == "integrated_gradients":
+        again = integrated_gradients(work, images, target=s.target, steps=8, progress=False)
+    else:
+        again = cam(work, images, target=s.target, method=method, layer="conv2", progress=False)
+    torch.testing.assert_close(s.maps[1], again.attribution, rtol=0, atol=0)
+
+
+def test_sanity_check_facade_takes_the_new_methods(tiny_net, images):
+    a = explain(tiny_net).sanity_check(images, method="ig", ig_steps=4, progress=False)
+    b = sanity_check(tiny_net, images, method="integrated_gradients", ig_steps=4, progress=False)
+    torch.testing.assert_close(a.maps, b.maps, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="grad-cam\\+\\+"):  # the message lists the CAM family
+        sanity_check(tiny_net, images, method="gradcam++")
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "ig", "grad-cam++", "layer-cam"])
+def test_deletion_insertion_computes_the_map_by_name(tiny_net, images, method):
+    """``method=`` gives the same curves as the map computed by its function and passed in."""
+    from cnn_explain.attribution.cam_family import cam
+    from cnn_explain.attribution.integrated_gradients import integrated_gradients
+
+    if method in ("ig", "integrated_gradients"):
+        opts = {"steps": 8, "baseline": 0.5}
+        ref = integrated_gradients(tiny_net, images, target=[1, 2, 3], progress=False, **opts)
+    else:
+        opts = {"layer": "conv2"}
+        ref = cam(tiny_net, images, target=[1, 2, 3], method=method, progress=False, **opts)
+    got = deletion_insertion(tiny_net, images, method=method, target=[1, 2, 3], steps=5, method_options=opts,
+                             progress=False)
+    want = deletion_insertion(tiny_net, images, ref, steps=5, progress=False)
+    assert got.method == ref.method and got.target.tolist() == [1, 2, 3]
+    torch.testing.assert_close(got.deletion, want.deletion, rtol=0, atol=0)
+    torch.testing.assert_close(got.insertion, want.insertion, rtol=0, atol=0)
+    short = deletion_insertion(tiny_net, images, method, target=[1, 2, 3], steps=5, method_options=opts,
+                               progress=False)  # the name in attribution's place
+    torch.testing.assert_close(short.deletion_auc, got.deletion_auc, rtol=0, atol=0)
+
+
+def test_deletion_insertion_method_errors(tiny_net, images):
+    a = Attribution(torch.rand(3, 3, 12, 10), [0, 1, 2], "random")
+    with pytest.raises(ValueError, match="not both"):
+        deletion_insertion(tiny_net, images, a, method="ig", progress=False)
+    with pytest.raises(ValueError, match="neither"):
+        deletion_insertion(tiny_net, images, progress=False)
+    with pytest.raises(ValueError, match="method must be one of"):
+        deletion_insertion(tiny_net, images, method="lime", progress=False)
+    with pytest.raises(ValueError, match="steps"):  # checked by Integrated Gradients itself
+        deletion_insertion(tiny_net, images, method="ig", method_options={"steps": 0}, progress=False)
+    with pytest.raises(TypeError, match="method_options"):
+        deletion_insertion(tiny_net, images, method="ig", method_options=[("steps", 4)], progress=False)

@@ -11,10 +11,16 @@ Pixels are ranked by their attribution (channels summed, largest first). With
 
 The AUC is the trapezoid area over the fraction of pixels changed, in [0, 1].
 
+The map is a result (or tensor) you computed, or a method computed here by name:
+``method="integrated_gradients"`` (``"ig"``), a CAM-family method
+(``"grad-cam++"``, ``"score-cam"``, ...), ``"gradient"``, ``"guided"``, ... (see
+`cnn_explain.attribution._by_name`), with ``method_options`` for its function.
+
 Example:
     >>> from cnn_explain.attribution import saliency, deletion_insertion
     >>> r = saliency(model, images, method="guided")          # doctest: +SKIP
     >>> deletion_insertion(model, images, r).deletion_auc     # doctest: +SKIP
+    >>> deletion_insertion(model, images, method="ig", method_options={"steps": 32})  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from torch import nn
 from ..plotting._display import Displayable
 from .._utils import forward_logits, model_input, positive_int, progress_bar, resolve_target
 from ..hooks import preserved
+from ._by_name import canonical, compute
 from .result import Attribution
 
 __all__ = ["deletion_insertion", "DeletionInsertion"]
@@ -95,9 +102,27 @@ def _baseline(baseline: Any, x: torch.Tensor) -> torch.Tensor:
     raise TypeError(f"baseline must be a number or a tensor broadcastable to x, got {type(baseline).__name__}")
 
 
-def deletion_insertion(model: nn.Module, x: Any, attribution: Any, *, target: Any = None, steps: int = 20,
-                       baseline: Any = 0.0, measure: str = "prob", output: Any = None,
-                       progress: bool = True) -> DeletionInsertion:
+def _attribution_of(model: nn.Module, x: torch.Tensor, attribution: Any, method: Any, target: Any, output: Any,
+                    options: Mapping[str, Any] | None) -> Any:
+    """The map to rank pixels by: ``attribution`` as given, or ``method``'s result computed on ``x``."""
+    if isinstance(attribution, str) and method is None:  # deletion_insertion(model, x, "ig")
+        attribution, method = None, attribution
+    if (attribution is None) == (method is None):
+        raise ValueError("give the map as attribution=<a result or tensor> or a method name as method=... "
+                         "(e.g. method='integrated_gradients'), not " + ("both" if method is not None else "neither"))
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"method_options must be a mapping of keyword arguments, got {type(options).__name__}")
+    if method is None:
+        if options:
+            raise ValueError("method_options is for method=...; the attribution was given as a result")
+        return attribution
+    return compute(model, x, target, canonical(method), output, options)
+
+
+def deletion_insertion(model: nn.Module, x: Any, attribution: Any = None, *, method: str | None = None,
+                       target: Any = None, steps: int = 20, baseline: Any = 0.0, measure: str = "prob",
+                       output: Any = None, progress: bool = True,
+                       method_options: Mapping[str, Any] | None = None) -> DeletionInsertion:
     """Deletion and insertion curves of an attribution map (Petsiuk et al. 2018).
 
     Args:
@@ -106,7 +131,11 @@ def deletion_insertion(model: nn.Module, x: Any, attribution: Any, *, target: An
         x: images ``(N, C, H, W)``.
         attribution: an `Attribution` result or a tensor ``(N, C, H, W)`` /
             ``(N, H, W)`` with ``x``'s height and width; channels are summed to
-            rank pixels (ties keep row-major order).
+            rank pixels (ties keep row-major order); or a method name (as ``method``).
+        method: instead of ``attribution``, the name of a method to compute the map
+            with here: ``"integrated_gradients"`` / ``"ig"``, a CAM-family method
+            (``"grad-cam++"``, ...), ``"gradient"``, ``"guided"``, ``"deconv"``,
+            ``"grad_cam"``, ``"guided_grad_cam"`` (for ``target``, without progress bar).
         target: class per image; default the result's ``.target`` (else the
             predicted class).
         steps: number of steps ``k = 1 … steps`` (curves have ``steps + 1`` points).
@@ -114,14 +143,21 @@ def deletion_insertion(model: nn.Module, x: Any, attribution: Any, *, target: An
         measure: ``"prob"`` (softmax probability of the target) or ``"logit"``.
         output: selects the score tensor from a model returning a tuple/dict.
         progress: show a progress bar over the steps.
+        method_options: keyword arguments of the method's function (e.g. ``{"steps": 32}``
+            for Integrated Gradients, ``{"layer": "conv2"}`` for a CAM).
 
     Returns:
-        `DeletionInsertion`.
+        `DeletionInsertion` (``.method`` names the map's method).
+
+    Raises:
+        ValueError: neither or both of ``attribution`` and ``method``, an unknown
+            ``method``, a bad ``steps`` / ``measure`` / ``baseline`` / map shape.
     """
     steps = positive_int(steps, "steps")
     if measure not in ("prob", "logit"):
         raise ValueError(f"measure must be 'prob' or 'logit', got {measure!r}")
     x = model_input(model, x)
+    attribution = _attribution_of(model, x, attribution, method, target, output, method_options)
     scores, result_target, method = _scores(attribution, x)
     base = _baseline(baseline, x)
     n, hw = scores.shape

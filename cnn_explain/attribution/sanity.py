@@ -37,15 +37,16 @@ from torch import nn
 from ..plotting._display import Displayable
 from .._utils import forward_logits, model_input, positive_int, progress_bar, resolve_target
 from ..hooks import LayerSpec, capture, model_lock, preserved, resolve_layers
+from ._by_name import IG, METHOD_NAMES, canonical, compute
 from ._similarity import normalize, spearman, ssim
-from .cam import grad_cam
 from .deletion import DeletionInsertion, deletion_insertion
-from .gradients import METHODS, saliency
+from .gradients import METHODS
 from .result import Attribution
 
 __all__ = ["sanity_check", "SanityResult", "deletion_insertion", "DeletionInsertion"]
 
-SANITY_METHODS = METHODS + ("grad_cam", "guided_grad_cam")
+#: every method the test accepts: saliency, Grad-CAM, Integrated Gradients (``"ig"``) and the CAM family
+SANITY_METHODS = METHOD_NAMES
 ORDERS = ("top-down", "bottom-up", "independent")
 
 
@@ -96,17 +97,20 @@ class SanityResult(Displayable):
         return f"sanity check of {self.method!r} ({self.order}, mean over {self.maps.shape[1]} images)\n" + "\n".join(rows)
 
 
-_OPTION_DEFAULTS: dict[str, Any] = {"abs": True, "smooth": 0, "noise": 0.15, "cam_layer": None}
+_OPTION_DEFAULTS: dict[str, Any] = {"abs": True, "smooth": 0, "noise": 0.15, "cam_layer": None, "ig_steps": 64}
 
 
 def _explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, output: Any,
              options: dict[str, Any]) -> torch.Tensor:
-    """The map of ``method``; ``options`` holds ``abs``, ``smooth``, ``noise`` (saliency) and ``cam_layer``."""
+    """The map of ``method``; ``options`` holds ``abs``, ``smooth``, ``noise`` (saliency), ``cam_layer``
+    (Grad-CAM and the CAM family) and ``ig_steps`` (Integrated Gradients)."""
     if method in METHODS:
-        return saliency(model, x, target=target, method=method, output=output, progress=False, abs=options["abs"],
-                        smooth=options["smooth"], noise=options["noise"]).attribution
-    return grad_cam(model, x, target=target, layer=options["cam_layer"], guided=method == "guided_grad_cam",
-                    output=output).attribution
+        kwargs = {"abs": options["abs"], "smooth": options["smooth"], "noise": options["noise"]}
+    elif method == IG:
+        kwargs = {"steps": options["ig_steps"]}
+    else:
+        kwargs = {"layer": options["cam_layer"]}
+    return compute(model, x, target, method, output, kwargs).attribution
 
 
 def _execution_order(model: nn.Module, x: torch.Tensor, layers: LayerSpec, output: Any) -> dict[str, nn.Module]:
@@ -135,24 +139,28 @@ def _similarity(original: torch.Tensor, maps: torch.Tensor) -> tuple[list[float]
     return rho, ss
 
 
-def _check(method: Any, order: Any, seed: Any) -> None:
-    if method not in SANITY_METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, SANITY_METHODS))}, got {method!r}")
+def _check(method: Any, order: Any, seed: Any) -> str:
+    method = canonical(method)
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}")
     positive_int(seed, "seed", minimum=0)
+    return method
 
 
 def sanity_check(model: nn.Module, x: Any, *, method: str = "guided", target: Any = None,
                  order: str = "top-down", layers: LayerSpec = None, seed: int = 0, output: Any = None,
                  progress: bool = True, abs: bool = True, smooth: int = 0, noise: float = 0.15,
-                 cam_layer: LayerSpec = None) -> SanityResult:
+                 cam_layer: LayerSpec = None, ig_steps: int = 64) -> SanityResult:
     """Model-parameter randomization test (Adebayo et al. 2018).
 
     Args:
         model: a trained classifier (never modified: the test runs on a deep copy).
         x: images ``(N, C, H, W)``.
-        method: ``"gradient"``, ``"guided"``, ``"deconv"``, ``"grad_cam"`` or ``"guided_grad_cam"``.
+        method: ``"gradient"``, ``"guided"``, ``"deconv"``, ``"grad_cam"``, ``"guided_grad_cam"``,
+            ``"integrated_gradients"`` (or ``"ig"``), or a CAM-family method
+            (``"grad-cam"``, ``"grad-cam++"``, ``"score-cam"``, ...: see
+            `cnn_explain.attribution.cam_family.CamMethod`). ``result.method`` is the
+            canonical name (``"ig"`` -> ``"integrated_gradients"``).
         target: class per image; default the trained model's prediction, kept at every step.
         order: ``"top-down"`` (cascading from the output, the paper's main test),
             ``"bottom-up"`` (cascading from the input) or ``"independent"``
@@ -165,14 +173,15 @@ def sanity_check(model: nn.Module, x: Any, *, method: str = "guided", target: An
         abs: saliency methods: absolute value of the gradient (see `saliency`).
         smooth: saliency methods: SmoothGrad samples (0: off).
         noise: saliency methods: SmoothGrad noise level.
-        cam_layer: Grad-CAM methods: the layer whose feature maps are weighted
-            (default: Grad-CAM's own, the last convolution).
+        cam_layer: Grad-CAM and CAM-family methods: the layer whose feature maps are
+            weighted (default: the method's own, the last convolution).
+        ig_steps: Integrated Gradients: quadrature points (its default rule, baseline 0).
 
     Returns:
         `SanityResult` (``print`` it for the table).
     """
-    _check(method, order, seed)
-    options = {"abs": abs, "smooth": smooth, "noise": noise, "cam_layer": cam_layer}
+    method = _check(method, order, seed)
+    options = {"abs": abs, "smooth": smooth, "noise": noise, "cam_layer": cam_layer, "ig_steps": ig_steps}
     x = model_input(model, x)
     with model_lock(model):  # not while another thread has the model in eval mode or hooked
         work = copy.deepcopy(model)
