@@ -23,7 +23,7 @@ Example:
     >>> from cnn_explain.models import tiny_vgg
     >>> r = cam(tiny_vgg().eval(), torch.rand(1, 3, 16, 16), method="layer-cam")
     >>> r.method, r.cam.shape, r.attribution.shape
-    ('layer-cam', torch.Size([1, 1, 8, 8]), torch.Size([1, 1, 16, 16]))
+    ('layer-cam', torch.Size([1, 1, 4, 4]), torch.Size([1, 1, 16, 16]))
 """
 
 from __future__ import annotations
