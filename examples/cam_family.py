@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=[m.value for m in CamMethod],
                         choices=[m.value for m in CamMethod])
     parser.add_argument("--samples", type=int, default=None, help="SS-CAM / IS-CAM / Smooth Grad-CAM++ samples")
-    parser.add_argument("--layer", default=None, help="the layer (default: the last conv executed)")
+    parser.add_argument("--layer", default=None, help="the layer (default: the map the classifier pools, as for grad_cam)")
     parser.add_argument("--untrained", action="store_true", help="random weights instead of the trained model")
     parser.add_argument("--out", default="out/cam_family", help="folder for the figure")
     args = parser.parse_args(argv)

@@ -2,7 +2,7 @@
 
 The plain gradient (Simonyan et al., 2014) says how each pixel changes the class
 score; guided backprop (Springenberg et al., 2015) keeps only positive signals at
-every ReLU; Grad-CAM (Selvaraju et al., 2017) weighs the last conv layer's maps by
+every ReLU; Grad-CAM (Selvaraju et al., 2017) weighs the maps the classifier pools by
 their averaged gradients; guided Grad-CAM multiplies the two.
 
     python examples/saliency_and_gradcam.py --images 4 --smooth 0
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [
         ex.saliency(x, method="gradient", smooth=args.smooth),
         ex.saliency(x, method="guided", smooth=args.smooth),
-        ex.grad_cam(x),               # the last conv layer by default
+        ex.grad_cam(x),               # the map the classifier pools, by default
         ex.grad_cam(x, guided=True),  # guided Grad-CAM
     ]
     out = Path(args.out)
