@@ -239,7 +239,10 @@ class Explainer:
     def cam(self, x: Any, target: Any = None, layer: LayerSpec = None, method: CamMethod | str = "grad-cam", *,
             samples: int | None = None, noise: float | None = None, seed: int = 0, batch_size: int = 64,
             progress: bool = True) -> GradCam:
-        """A CAM-family map: Grad-CAM++, Score-CAM, Layer-CAM, ... See :func:`cnn_explain.attribution.cam_family.cam`."""
+        """A CAM-family map: Grad-CAM++, Score-CAM, Layer-CAM, ...
+
+        See :func:`cnn_explain.attribution.cam_family.cam`.
+        """
         from .attribution.cam_family import cam
 
         return cam(self.model, self.prepare(x), target=self._targets(target), layer=layer, method=method,

@@ -15,7 +15,7 @@ from cnn_explain.cli import COMMANDS, main
 MODEL = ["--model", "cnn_explain.models:tiny_vgg", "--input-size", "16"]
 
 
-CAPABILITIES = ["report", "occlusion", "saliency", "grad-cam", "maximize", "arithmetic", "embed", "style"]
+CAPABILITIES = ["report", "occlusion", "saliency", "grad-cam", "ig", "cam", "maximize", "arithmetic", "embed", "style"]
 
 
 def _run(argv) -> int:

@@ -1,7 +1,7 @@
 """The ``cnn-explain`` command: one registry of subcommands, one :func:`main`.
 
 Subcommands: ``summary``, ``train``, ``demo`` (:mod:`cnn_explain.cli.foundation`);
-``report``, ``occlusion``, ``saliency``, ``grad-cam``, ``maximize``, ``arithmetic``,
+``report``, ``occlusion``, ``saliency``, ``grad-cam``, ``ig``, ``cam``, ``maximize``, ``arithmetic``,
 ``embed`` (:mod:`cnn_explain.cli.capabilities`); ``style`` (:mod:`cnn_explain.cli.style`); ``batch`` (:mod:`cnn_explain.cli.batch`).
 ``cnn-explain COMMAND --help`` lists a command's options. A bad argument prints the
 command's usage and one error line on stderr and exits with code 2.

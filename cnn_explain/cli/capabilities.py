@@ -1,5 +1,6 @@
 """Capability subcommands of ``cnn-explain``: ``report``, ``occlusion``, ``saliency``, ``grad-cam``,
-``maximize``, ``arithmetic`` and ``embed`` (``style`` is in :mod:`cnn_explain.cli.style`).
+``ig`` (Integrated Gradients), ``cam`` (the CAM family), ``maximize``, ``arithmetic`` and ``embed``
+(``style`` is in :mod:`cnn_explain.cli.style`).
 
 Every command takes the model as ``--model pkg.module:factory`` or ``--model
 path/to/file.py:factory`` (this imports and runs that code, by design: give only
@@ -13,6 +14,8 @@ exit with status 2 with one line that says what to change.
 Example:
     $ cnn-explain occlusion --model mypkg.nets:small_cnn --weights small.pt \\
           --images cat.png --input-size 32 --window 8 --stride 4 --out occlusion.png
+    $ cnn-explain ig --images cat.png --steps 32 --baseline blur --out ig.png
+    $ cnn-explain cam --images cat.png --method grad-cam++ --out cam.png
     $ cnn-explain report --model mypkg.nets:small_cnn --weights small.pt \\
           --images cat.png dog.jpg --input-size 32 --classes names.txt --data val/ --out report
 """
@@ -148,6 +151,72 @@ def run_grad_cam(args: argparse.Namespace) -> int:
     ex, x, tgt = _explain_images(args)
     res = ex.grad_cam(x, target=tgt, layer=args.layer, guided=args.guided)
     print(f"Grad-CAM at layer {res.layer!r}")
+    return _draw_attribution(args, [res])
+
+
+def _baseline(text: str) -> float | str:
+    """``--baseline``: a number (every pixel) or ``blur``."""
+    if text == "blur":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'blur', got {text!r}") from None
+
+
+def _ig_args(p: argparse.ArgumentParser) -> None:
+    from ..attribution.integrated_gradients import IGMethod
+
+    add_model_inputs(p)
+    _target_arg(p)
+    p.add_argument("--steps", type=pos_int, default=64, help="quadrature points of the path integral")
+    p.add_argument("--method", choices=[m.value for m in IGMethod], default=IGMethod.GAUSS_LEGENDRE.value,
+                   help="quadrature rule (captum's names)")
+    p.add_argument("--baseline", type=_baseline, default=0.0, metavar="B",
+                   help="the reference image: a number for every pixel, or 'blur' (a Gaussian-blurred copy)")
+    p.add_argument("--exact", action="store_true",
+                   help="the exact integral, split at every change of linear region (ReLU / max-pool nets only; "
+                        "--steps and --method are then unused)")
+    _out(p, "integrated_gradients.png")
+
+
+def _per_image(names: list[str], values: list[str]) -> str:
+    return ", ".join(f"{n} {v}" for n, v in zip(names, values))
+
+
+@command("ig", help="Integrated Gradients (Sundararajan et al. 2017), exact for piecewise-linear nets.",
+         arguments=_ig_args)
+def run_ig(args: argparse.Namespace) -> int:
+    ex, x, tgt = _explain_images(args)
+    res = ex.integrated_gradients(x, target=tgt, baseline=args.baseline, steps=args.steps, method=args.method,
+                                  exact=args.exact, progress=not args.quiet)
+    names = [Path(p).name for p in args.images]
+    delta = _per_image(names, [f"{float(d):.6g}" for d in res.convergence_delta])
+    if args.exact:
+        pieces = _per_image(names, [str(int(k)) for k in res.pieces])
+        print(f"exact Integrated Gradients: linear pieces of the path: {pieces}; convergence delta: {delta}")
+    else:
+        print(f"Integrated Gradients ({args.method}, {args.steps} steps): convergence delta: {delta}")
+    return _draw_attribution(args, [res])
+
+
+def _cam_family_args(p: argparse.ArgumentParser) -> None:
+    from ..attribution.cam_family import CamMethod
+
+    add_model_inputs(p)
+    _target_arg(p)
+    p.add_argument("--method", choices=[m.value for m in CamMethod], default=CamMethod.GRAD_CAM.value,
+                   help="the CAM variant")
+    p.add_argument("--layer", help="layer whose feature maps are weighted (default: the last conv layer executed)")
+    _out(p, "cam.png")
+
+
+@command("cam", help="CAM family: Grad-CAM++, Score-CAM, Layer-CAM, XGrad-CAM, Eigen-CAM, ...",
+         arguments=_cam_family_args)
+def run_cam(args: argparse.Namespace) -> int:
+    ex, x, tgt = _explain_images(args)
+    res = ex.cam(x, target=tgt, layer=args.layer, method=args.method, progress=not args.quiet)
+    print(f"{res.method} at layer {res.layer!r}")
     return _draw_attribution(args, [res])
 
 
