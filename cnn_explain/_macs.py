@@ -4,8 +4,8 @@
 the convolutions and matrix products that really run, at the dispatcher: a
 ``Conv2d`` subclass with its own ``forward``, grouped, depthwise, dilated and
 transposed convolutions, ``F.linear`` on channels-last maps, ``matmul``) and
-reads its running total when each module call starts and ends (torch's global
-module hooks, the mechanism ``FlopCounterMode`` itself uses). A call's MACs are
+reads its running total when each module call of the model starts and ends
+(:func:`cnn_explain.hooks.observe_calls`). A call's MACs are
 the FLOPs / 2 counted while it ran, less those of the row modules called inside
 it; work done in a module that is not a row goes to the nearest row around it.
 """
@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.flop_counter import FlopCounterMode
+
+from .hooks import observe_calls
 
 __all__ = ["MacCounter"]
 
@@ -32,27 +33,28 @@ class MacCounter:
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3))
-        >>> with MacCounter(net.modules()) as mc, torch.no_grad():
+        >>> with MacCounter(net, net.modules()) as mc, torch.no_grad():
         ...     _ = net(torch.zeros(1, 1, 5, 5))
         >>> mc.calls[id(net[0])], mc.total
         ([162], 162)
     """
 
-    def __init__(self, rows: Iterable[nn.Module]) -> None:
+    def __init__(self, model: nn.Module, rows: Iterable[nn.Module]) -> None:
+        self._model = model
         self._rows = {id(m) for m in rows}
         self.calls: dict[int, list[int]] = {}
         self.total = 0
         self._stack: list[list[Any]] = []
         self._flops = FlopCounterMode(display=False)
-        self._handles: list[Any] = []
+        self._observer: Any = None
 
     def _now(self) -> int:
         return self._flops.get_total_flops()
 
-    def _enter(self, module: nn.Module, args: Any) -> None:
+    def _enter(self, module: nn.Module) -> None:
         self._stack.append([module, self._now(), 0])
 
-    def _exit(self, module: nn.Module, args: Any, output: Any) -> None:
+    def _exit(self, module: nn.Module) -> None:
         if not self._stack or self._stack[-1][0] is not module:
             return  # a call that began before the counter did
         _, start, inner = self._stack.pop()
@@ -66,13 +68,14 @@ class MacCounter:
 
     def __enter__(self) -> "MacCounter":
         self._flops.__enter__()
-        self._handles = [register_module_forward_pre_hook(self._enter), register_module_forward_hook(self._exit)]
+        self._observer = observe_calls(self._model, self._enter, self._exit)
+        self._observer.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        self.total = self._now() // 2
-        self._flops.__exit__(*exc)
+        try:
+            self._observer.__exit__(*exc)
+        finally:
+            self.total = self._now() // 2
+            self._flops.__exit__(*exc)
 

@@ -256,7 +256,7 @@ def trace(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32), *, layers:
     mode = RFMode(shape[1], shape[2])
     with preserved(model, eval=True, rng=True), torch.no_grad():
         with capture(model, names, inputs=True) as rec:
-            counter = MacCounter(resolve_layers(model, names).values())
+            counter = MacCounter(model, resolve_layers(model, names).values())
             mode.seed(x)
             try:
                 with counter, mode:

@@ -193,3 +193,37 @@ def test_inputs_are_taken_before_the_layer_runs_and_kept_attached_with_grads(tin
     assert g_ref.abs().max() > 0
     torch.testing.assert_close(g, g_ref)
     assert list(rec.modules) == ["layer2.relu", "layer2.relu#1"] and not rec.outputs
+
+
+def test_hooks_are_registered_in_one_module_only():
+    """`hooks.py` is the one owner: no other module of the package registers a hook."""
+    import pathlib
+    import re
+
+    import cnn_explain
+
+    root = pathlib.Path(cnn_explain.__file__).parent
+    pattern = re.compile(r"register_(module_)?(forward|backward|full_backward)(_pre)?_hook")
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p.name != "hooks.py" and pattern.search(p.read_text())]
+    assert offenders == []
+
+
+def test_intervene_and_observe_calls_leave_no_hook_after_an_exception(tiny_net):
+    from cnn_explain.hooks import intervene, observe_calls
+
+    x = torch.rand(2, 3, 8, 8)
+    with intervene(tiny_net, tiny_net.conv1, lambda out: out * 0):
+        zeroed = tiny_net(x)
+    # conv1's output zeroed: what follows sees only relu(0) -> the same logits for both images
+    torch.testing.assert_close(zeroed[0], zeroed[1])
+    seen = []
+    with pytest.raises(RuntimeError, match="boom"):
+        with observe_calls(tiny_net, lambda m: seen.append(("in", m)), lambda m: seen.append(("out", m))):
+            tiny_net(x)
+            raise RuntimeError("boom")
+    assert hook_count(tiny_net) == 0
+    assert seen[0] == ("in", tiny_net) and seen[-1] == ("out", tiny_net)
+    with pytest.raises(ValueError, match="not part of the model"):
+        with intervene(tiny_net, nn.ReLU(), lambda out: out):
+            pass

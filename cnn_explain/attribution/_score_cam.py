@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import forward_logits, progress_bar
+from ..hooks import intervene
 
 __all__ = ["channel_masks", "score_weights", "ablation_weights"]
 
@@ -97,7 +98,7 @@ def ablation_weights(model: nn.Module, x: torch.Tensor, module: nn.Module, call:
                      channels: int, batch_size: int, output: Any = None) -> torch.Tensor:
     """Ablation-CAM weights ``(N, K)``: ``(y_c - y_c^(k)) / y_c``, channel ``k`` of ``module``'s ``call``-th output zeroed.
 
-    A forward hook (removed in ``finally``) zeroes, in batch row ``r``, the channel ``ablate[r]``.
+    :func:`cnn_explain.hooks.intervene` zeroes, in batch row ``r``, the channel ``ablate[r]``.
     """
     n = x.shape[0]
     base = _scores(model, x, tgt, output)
@@ -105,7 +106,7 @@ def ablation_weights(model: nn.Module, x: torch.Tensor, module: nn.Module, call:
     out = torch.empty(n, channels, dtype=x.dtype, device=x.device)
     state = {"ablate": None, "calls": 0}
 
-    def hook(mod, args, result):
+    def ablate(result: torch.Tensor) -> torch.Tensor | None:
         c = state["calls"]
         state["calls"] += 1
         if c != call:
@@ -114,12 +115,9 @@ def ablation_weights(model: nn.Module, x: torch.Tensor, module: nn.Module, call:
         keep[torch.arange(result.shape[0]), state["ablate"].to(result.device)] = 0
         return result * keep[:, :, None, None]
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with intervene(model, module, ablate):
         for s in range(0, pairs.shape[0], batch_size):
             p = pairs[s:s + batch_size]
             state["ablate"], state["calls"] = p[:, 1], 0
             out[p[:, 0], p[:, 1]] = _scores(model, x[p[:, 0]], tgt[p[:, 0]], output)
-    finally:
-        handle.remove()
     return (base[:, None] - out) / base[:, None]
