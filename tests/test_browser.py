@@ -77,7 +77,7 @@ def test_report_renders_in_chromium(browser, tmp_path):
     severe = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
     assert not severe, f"console errors: {severe}"
     headings = browser.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.innerText)")
-    assert "Model summary" in headings and "Style transfer" in headings
+    assert {"Model summary", "Attribution methods side by side", "Style transfer"} <= set(headings)
     assert browser.execute_script("return document.querySelectorAll('script').length") == 0
     shot = tmp_path / "report.png"
     assert browser.save_screenshot(str(shot))

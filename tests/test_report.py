@@ -236,3 +236,64 @@ def test_facade_calls_write_report(tmp_path):
     res = ex.report(torch.rand(1, 3, 16, 16), out=tmp_path / "r", progress=False, sections=["predictions"])
     assert res.path == tmp_path / "r" / "index.html" and res.path.is_file()
     assert res.manifest["class_names"] == list("abcde")
+
+
+# ----------------------------------------------------------------------------- the methods side by side
+def test_methods_section_compares_five_methods_on_the_same_classes(tmp_path):
+    """One figure, rows = images, columns = image + saliency, IG, Grad-CAM, Grad-CAM++, Score-CAM; its numbers
+    are the functions' own."""
+    from cnn_explain.attribution import grad_cam
+    from cnn_explain.attribution.cam_family import cam
+    from cnn_explain.attribution.integrated_gradients import integrated_gradients
+
+    model = _tiny_net()
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    res = write_report(explain(model, class_names=list("abcde")), x, out=tmp_path / "r", progress=False,
+                       sections=["methods"], ig_steps=6)
+    (status,) = res.manifest["sections"]
+    assert status["key"] == "methods" and status["included"] and status["title"] == "Attribution methods side by side"
+    info = status["info"]
+    assert info["methods"] == ["gradient", "integrated_gradients", "grad_cam", "grad-cam++", "score-cam"]
+    with torch.no_grad():
+        predicted = model.eval()(x).argmax(1).tolist()
+    assert info["targets"] == predicted
+    ig = integrated_gradients(model, x, target=predicted, steps=6, progress=False)
+    np.testing.assert_allclose(info["ig_convergence_delta"], ig.convergence_delta.numpy(), rtol=1e-6, atol=1e-12)
+    assert info["layer"] == grad_cam(model, x).layer == cam(model, x, method="score-cam", progress=False).layer
+    (fig,) = res.figures
+    assert fig.section == "methods"
+    assert (fig.width, fig.height) == (round(2.6 * 6 * 100), round(2.2 * 3 * 100))  # 6 columns, 3 rows
+    with Image.open(res.path.parent / fig.file) as im:
+        assert im.size == (fig.width, fig.height) and len(np.unique(np.asarray(im.convert("L")))) > 10
+    text = res.path.read_text(encoding="utf-8")
+    assert "Grad-CAM++, Score-CAM" in text and "IG convergence delta" in text
+    assert f"<code>{info['layer']}</code>" in text
+
+
+def test_methods_section_can_be_turned_off_and_checks_its_settings(tmp_path):
+    ex = explain(_tiny_net())
+    res = write_report(ex, torch.rand(1, 3, 16, 16), out=tmp_path / "r", progress=False,
+                       sections=["methods"], compare_methods=False)
+    (status,) = res.manifest["sections"]
+    assert not status["included"] and "compare_methods=False" in status["reason"] and not res.figures
+    one = write_report(ex, torch.rand(1, 3, 16, 16), out=tmp_path / "r", progress=False, sections=["methods"],
+                       compare_cam_methods="layer-cam", ig_steps=2)
+    assert one.manifest["sections"][0]["info"]["methods"][3:] == ["layer-cam"]
+    with pytest.raises(ValueError, match="compare_cam_methods"):
+        write_report(ex, torch.rand(1, 3, 16, 16), out=tmp_path / "r", compare_cam_methods=("gradcam",))
+    with pytest.raises(ValueError, match="ig_steps"):
+        write_report(ex, torch.rand(1, 3, 16, 16), out=tmp_path / "r", ig_steps=0)
+    with pytest.raises(TypeError, match="compare_methods"):
+        write_report(ex, torch.rand(1, 3, 16, 16), out=tmp_path / "r", compare_methods="no")
+
+
+def test_grid_bar_labels_replace_the_meaning_where_given(tiny_net, images):
+    from cnn_explain.attribution import grad_cam, saliency
+    from cnn_explain.plotting import attribution_grid
+
+    sal, cam = saliency(tiny_net, images), grad_cam(tiny_net, images)
+    fig = attribution_grid([sal, cam], bar_labels=["short", None])
+    bars = [ax.get_ylabel() for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]
+    assert bars[:2] == ["short", f"Grad-CAM at layer {cam.layer}"] and len(bars) == 2 * len(images)
+    with pytest.raises(ValueError, match="bar_labels"):
+        attribution_grid([sal, cam], bar_labels=["one"])

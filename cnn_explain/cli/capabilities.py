@@ -207,7 +207,8 @@ def _cam_family_args(p: argparse.ArgumentParser) -> None:
     _target_arg(p)
     p.add_argument("--method", choices=[m.value for m in CamMethod], default=CamMethod.GRAD_CAM.value,
                    help="the CAM variant")
-    p.add_argument("--layer", help="layer whose feature maps are weighted (default: the last conv layer executed)")
+    p.add_argument("--layer", help="layer whose feature maps are weighted (default: Grad-CAM's, the feature map "
+                                   "the classifier's global pooling or flatten reads)")
     _out(p, "cam.png")
 
 

@@ -66,7 +66,7 @@ def _image(image: Any, result: Any, index: int) -> np.ndarray | None:
 
 
 def _draw(ax: Axes, result: Attribution, index: int, image: Any, *, alpha: float, reduce: str, colorbar: bool,
-          title: str | None, class_names: Sequence[str] | None = None):
+          title: str | None, class_names: Sequence[str] | None = None, bar_label: str | None = None):
     m = result.map(index, reduce).numpy()
     img = _image(image, result, index)
     if img is not None and img.shape[:2] != m.shape:
@@ -85,7 +85,7 @@ def _draw(ax: Axes, result: Attribution, index: int, image: Any, *, alpha: float
     ax.set_title(title, fontsize=9)
     if colorbar:
         bar = ax.figure.colorbar(im, ax=ax, shrink=0.8)
-        bar.set_label(meaning(result, cls), fontsize=8)
+        bar.set_label(bar_label or meaning(result, cls), fontsize=8)
         bar.ax.tick_params(labelsize=7)
     return im
 
@@ -134,7 +134,8 @@ def _as_list(results: Any) -> list:
 def attribution_grid(results: Attribution | Sequence[Attribution], images: Any = None, *, indices: Sequence[int] | None = None,
                      titles: Sequence[str] | None = None, alpha: float = 0.6, reduce: str = "auto",
                      colorbar: bool = True, class_names: Sequence[str] | None = None,
-                     labels: Sequence[str] | None = None) -> Figure:
+                     labels: Sequence[str] | None = None,
+                     bar_labels: Sequence[str | None] | None = None) -> Figure:
     """Several methods side by side for a batch: one row per image, one column per result.
 
     Args:
@@ -147,6 +148,8 @@ def attribution_grid(results: Attribution | Sequence[Attribution], images: Any =
         colorbar: a colour bar per map (each map has its own scale), labelled with its meaning.
         class_names: the model's class names: the first column says ``"explaining truck"``.
         labels: one label per image of the batch (e.g. file names) for the first column.
+        bar_labels: one colour-bar label per result, to replace the default meaning
+            (``None`` in a place keeps it), e.g. a short one where the meaning is long.
 
     Returns:
         The Figure (``len(indices)`` rows × ``1 + len(results)`` columns of images,
@@ -159,6 +162,9 @@ def attribution_grid(results: Attribution | Sequence[Attribution], images: Any =
     titles = [r.method for r in results] if titles is None else list(titles)
     if len(titles) != len(results):
         raise ValueError(f"titles has {len(titles)} entries for {len(results)} results")
+    bar_labels = [None] * len(results) if bar_labels is None else list(bar_labels)
+    if len(bar_labels) != len(results):
+        raise ValueError(f"bar_labels has {len(bar_labels)} entries for {len(results)} results")
     fig = blank_figure(((2.6 if colorbar else 2.0) * (len(results) + 1), 2.2 * len(indices)))
     axes = np.asarray(fig.subplots(len(indices), len(results) + 1, squeeze=False))
     for row, i in enumerate(indices):
@@ -170,9 +176,9 @@ def attribution_grid(results: Attribution | Sequence[Attribution], images: Any =
         ax.set_yticks([])
         cls = class_label(int(results[0].target[i]), class_names)
         ax.set_title(f"{image_label(i, labels)}\nexplaining {cls}", fontsize=9)
-        for col, (r, t) in enumerate(zip(results, titles), start=1):
+        for col, (r, t, bl) in enumerate(zip(results, titles, bar_labels), start=1):
             _draw(axes[row, col], r, i, images, alpha=alpha, reduce=reduce, colorbar=colorbar,
-                  title=t if row == 0 else "", class_names=class_names)
+                  title=t if row == 0 else "", class_names=class_names, bar_label=bl)
     return fig
 
 

@@ -189,6 +189,7 @@ SECTIONS: dict[str, tuple[str, Callable[[ReportContext], Any]]] = {
     "filters": ("Filters and activation maximization", build_filters),
     "arithmetic": ("The arithmetic of one output", build_arithmetic),
     "attribution": ("Occlusion, gradients and Grad-CAM", att.build_attribution),
+    "methods": ("Attribution methods side by side", att.build_methods),
     "sanity": ("Sanity check", att.build_sanity),
     "embeddings": ("Embeddings", att.build_embeddings),
     "style": ("Style transfer", att.build_style),

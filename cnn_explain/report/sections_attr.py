@@ -1,4 +1,5 @@
-"""Section builders, part 2: attribution side by side, the sanity check, embeddings, style transfer."""
+"""Section builders, part 2: attribution side by side, the methods compared, the sanity check, embeddings,
+style transfer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from .core import ReportContext, Skip
 from .html import render, table
 
-__all__ = ["build_attribution", "build_sanity", "build_embeddings", "build_style"]
+__all__ = ["build_attribution", "build_methods", "build_sanity", "build_embeddings", "build_style"]
 
 
 TITLES = ("occlusion", "gradient", "guided backprop", "Grad-CAM")
@@ -34,6 +35,57 @@ def build_attribution(ctx: ReportContext):
         figures.append(ctx.figure(fig, f"{ctx.names[i]}: explaining class {label}"))
     body = render("attribution.html", window=s.occlusion_window, stride=s.occlusion_stride, figures=figures)
     return body, {"targets": target, "methods": [r.method for r in results]}
+
+
+#: how the comparison figure names a CAM-family method
+CAM_TITLES = {"grad-cam": "Grad-CAM", "grad-cam++": "Grad-CAM++", "smooth-grad-cam++": "Smooth Grad-CAM++",
+              "xgrad-cam": "XGrad-CAM", "layer-cam": "Layer-CAM", "hires-cam": "HiResCAM", "score-cam": "Score-CAM",
+              "ss-cam": "SS-CAM", "is-cam": "IS-CAM", "ablation-cam": "Ablation-CAM", "eigen-cam": "Eigen-CAM"}
+
+
+def method_results(ctx: ReportContext) -> tuple[list[Any], list[str], list[str | None]]:
+    """Saliency, Integrated Gradients, Grad-CAM and the chosen CAM-family methods for the report's images.
+
+    Every method explains the class the gradient saliency explains (the predicted one)
+    and the CAM methods read Grad-CAM's layer (by default the same as Grad-CAM's).
+    Returns ``(results, column titles, colour-bar labels)`` (None: the figure's default meaning).
+    """
+    s, ex = ctx.settings, ctx.explainer
+    x = ctx.images[:min(len(ctx.names), s.max_images)]
+    grad = ex.saliency(x, method="gradient")
+    tgt = grad.target.tolist()
+    ig = ex.integrated_gradients(x, target=tgt, steps=s.ig_steps, progress=ctx.progress)
+    gc = ex.grad_cam(x, target=tgt, layer=s.cam_layer)
+    cams = [ex.cam(x, target=tgt, layer=s.cam_layer, method=m, progress=ctx.progress) for m in s.compare_cam_methods]
+    titles = ["gradient", f"Integrated Gradients\n({s.ig_steps} steps, baseline 0)", "Grad-CAM",
+              *(CAM_TITLES.get(m, m) for m in s.compare_cam_methods)]
+    bars = [None, "IG: (x − b) · mean ∂S/∂x", None, *(None for _ in cams)]
+    return [grad, ig, gc, *cams], titles, bars
+
+
+def build_methods(ctx: ReportContext):
+    """The attribution methods side by side: one figure, rows = images, columns = methods."""
+    if not ctx.settings.compare_methods:
+        raise Skip("the comparison was turned off (compare_methods=False)")
+    from ..plotting import attribution_grid
+
+    ex = ctx.explainer
+    results, titles, bars = method_results(ctx)
+    n = len(results[0])
+    fig = attribution_grid(results, indices=list(range(n)), titles=titles, class_names=ex.class_names,
+                           labels=ctx.names, bar_labels=bars)
+    names = ", ".join(t.split("\n")[0] for t in titles)
+    figure = ctx.figure(fig, f"{names}: each image's predicted class, the same for every method")
+    ig, gc = results[1], results[2]
+    target = results[0].target.tolist()
+    deltas = [float(d) for d in ig.convergence_delta]
+    rows = [(ctx.names[i], ex.label(target[i]), f"{deltas[i]:.3g}") for i in range(n)]
+    cams = ", ".join(titles[3:]) or "no other method (compare_cam_methods is empty)"
+    body = render("methods.html", count=len(results), steps=ctx.settings.ig_steps, cams=cams, layer=gc.layer,
+                  figure=figure,
+                  table=table(["image", "class", "IG convergence delta"], rows, numeric=(2,)))
+    return body, {"methods": [r.method for r in results], "targets": target, "layer": gc.layer,
+                  "ig_convergence_delta": deltas}
 
 
 def build_sanity(ctx: ReportContext):

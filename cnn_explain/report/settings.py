@@ -34,6 +34,11 @@ class ReportSettings:
         occlusion_stride: step between occluding squares.
         cam_layer: Grad-CAM layer (default: Grad-CAM's own default, the last conv layer).
         sanity_method: saliency method put through the randomization test.
+        compare_methods: the section "Attribution methods side by side" (saliency, Integrated
+            Gradients, Grad-CAM and ``compare_cam_methods`` in one figure); False leaves it out.
+        compare_cam_methods: the CAM-family methods of that section (names of
+            :class:`~cnn_explain.attribution.cam_family.CamMethod`).
+        ig_steps: quadrature points of Integrated Gradients in that section.
         embed_methods: which of ``"pca"``, ``"tsne"``, ``"umap"`` to run when ``data`` is given.
         embed_layer: layer whose features are embedded (default: the embedding's default).
         embed_options: extra keyword arguments for :func:`cnn_explain.embedding.embed`; a key
@@ -62,6 +67,9 @@ class ReportSettings:
     occlusion_stride: int = 4
     cam_layer: Any = None
     sanity_method: str = "guided"
+    compare_methods: bool = True
+    compare_cam_methods: tuple[str, ...] = ("grad-cam++", "score-cam")
+    ig_steps: int = 32
     embed_methods: tuple[str, ...] = EMBED_METHODS
     embed_layer: Any = None
     embed_options: Mapping[str, Any] = field(default_factory=dict)
@@ -71,8 +79,12 @@ class ReportSettings:
     def __post_init__(self) -> None:
         from .._utils import positive_int
 
-        for name in ("top_k", "max_images", "max_channels", "maximize_steps", "occlusion_window", "occlusion_stride"):
+        for name in ("top_k", "max_images", "max_channels", "maximize_steps", "occlusion_window", "occlusion_stride",
+                     "ig_steps"):
             positive_int(getattr(self, name), name)
+        if not isinstance(self.compare_methods, bool):
+            raise TypeError(f"compare_methods must be True or False, got {self.compare_methods!r}")
+        object.__setattr__(self, "compare_cam_methods", _cam_methods(self.compare_cam_methods))
         methods = (self.embed_methods,) if isinstance(self.embed_methods, str) else tuple(self.embed_methods)
         bad = [m for m in methods if m not in EMBED_METHODS]
         if bad:
@@ -94,6 +106,18 @@ class ReportSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly settings for the manifest (modules, types and images are shown by name)."""
         return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _cam_methods(methods: Any) -> tuple[str, ...]:
+    """``compare_cam_methods`` as a tuple of CAM-family names; an unknown name is a ``ValueError`` listing them."""
+    from ..attribution.cam_family import CamMethod
+
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    known = [m.value for m in CamMethod]
+    bad = [m for m in methods if m not in known]
+    if bad:
+        raise ValueError(f"compare_cam_methods must be names of {known}, got {bad}")
+    return methods
 
 
 def jsonable(value: Any) -> Any:
