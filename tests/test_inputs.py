@@ -28,7 +28,7 @@ from test_contract import CAPABILITIES, Inputs, _inputs
 
 # the capabilities that take images (x or a data set); the others take none
 TAKES_IMAGES = {"predict", "feature_maps", "arithmetic", "occlusion", "saliency", "grad_cam", "sanity_check",
-                "embed", "report"}
+                "embed", "report", "integrated_gradients", "cam"}
 NO_IMAGES = {"summary", "filters", "maximize", "receptive_field"}
 NAMES = ["cat", "dog", "bird", "horse", "frog"]
 
