@@ -174,7 +174,7 @@ def sanity_check(model: nn.Module, x: Any, *, method: str = "guided", target: An
         smooth: saliency methods: SmoothGrad samples (0: off).
         noise: saliency methods: SmoothGrad noise level.
         cam_layer: Grad-CAM and CAM-family methods: the layer whose feature maps are
-            weighted (default: the method's own, the last convolution).
+            weighted (default: Grad-CAM's, the map the classifier's pooling reads).
         ig_steps: Integrated Gradients: quadrature points (its default rule, baseline 0).
 
     Returns:

@@ -204,8 +204,9 @@ def write_report(explainer: Any, images: Any, data: Any = None, out: str | os.Pa
     SVG where that file is smaller) and ``manifest.json``. Sections: model
     summary, predictions, feature maps, filters and activation maximization, the
     worked arithmetic of one output, occlusion / gradient / guided backprop /
-    Grad-CAM per image, the sanity check, embeddings (PCA, t-SNE, UMAP; only with
-    ``data``) and style transfer (only with ``style=``). A section whose inputs
+    Grad-CAM per image, attribution methods side by side (gradient, Integrated
+    Gradients, Grad-CAM and CAM-family methods), the sanity check, embeddings
+    (PCA, t-SNE, UMAP; only with ``data``) and style transfer (only with ``style=``). A section whose inputs
     are missing is left out with a line saying why.
 
     Args:

@@ -32,7 +32,7 @@ class ReportSettings:
         arithmetic_position: ``(h, w)`` of the output (default: the centre).
         occlusion_window: occluding square side, in pixels.
         occlusion_stride: step between occluding squares.
-        cam_layer: Grad-CAM layer (default: Grad-CAM's own default, the last conv layer).
+        cam_layer: Grad-CAM layer (default: Grad-CAM's own, the map the classifier's pooling reads).
         sanity_method: saliency method put through the randomization test.
         compare_methods: the section "Attribution methods side by side" (saliency, Integrated
             Gradients, Grad-CAM and ``compare_cam_methods`` in one figure); False leaves it out.
