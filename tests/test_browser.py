@@ -7,45 +7,20 @@ browser, where ``/usr/bin/chromium`` or ``chromedriver`` is missing.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from _chromium import chromium
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = Path("/usr/bin/chromium")
-HOW = "install Debian's browser and driver: sudo apt-get install chromium chromium-driver"
-
-
-def _driver_path() -> str | None:
-    for p in ("/usr/bin/chromedriver", shutil.which("chromedriver")):
-        if p and Path(p).is_file():
-            return p
-    return None
 
 
 @pytest.fixture
 def browser(tmp_path):
-    if not CHROMIUM.is_file() or _driver_path() is None:
-        pytest.skip(f"Chromium or chromedriver not found; {HOW}")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is missing: pip install -e '.[test]'")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1200,900", f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(_driver_path()), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium(tmp_path / "profile") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _report(folder: Path):

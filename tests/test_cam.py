@@ -4,7 +4,6 @@ the model left as it was, clear errors."""
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
@@ -19,13 +18,6 @@ from conftest import Boom
 captum_attr = pytest.importorskip("captum.attr")
 TARGETS = [0, 3, 4]
 
-
-@pytest.fixture(autouse=True)
-def _quiet_captum():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
-        warnings.filterwarnings("ignore", message=".*Setting backward hooks on ReLU.*")
-        yield
 
 
 def close(a, b, rel=1e-5):

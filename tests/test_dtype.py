@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from typing import Any
 
 import pytest
@@ -35,13 +34,6 @@ FLOAT32_BY_DESIGN: dict[str, str] = {
     "embed.features.features": "stored features are float32 to halve the memory of a data set's features",
 }
 
-
-@pytest.fixture(autouse=True)
-def _quiet_captum():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
-        warnings.filterwarnings("ignore", message=".*Setting backward hooks on ReLU.*")
-        yield
 
 
 def _double_net() -> torch.nn.Module:

@@ -23,14 +23,6 @@ TARGETS = [0, 3, 4]
 EXACT = dict(rtol=0, atol=1e-6)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_captum():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module="captum.*")
-        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
-        warnings.filterwarnings("ignore", message=".*Setting backward hooks on ReLU.*")
-        yield
-
 
 def close(a, b, rel=1e-5):
     """|a - b| <= rel * max|b| (the issue's 1e-5 tolerance, relative to the map's scale)."""
