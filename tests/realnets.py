@@ -303,6 +303,17 @@ class DataclassOutputNet(nn.Module):
         return ClassifierOutput(logits=self.classifier(out.pooled), hidden=out.last_hidden_state)
 
 
+class Logits(nn.Module):
+    """``net`` with a plain tensor output: the ``.logits`` of what it returns (a reference for tools that need one)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.m = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(x).logits
+
+
 # --------------------------------------------------------------------------- control flow on shapes
 
 

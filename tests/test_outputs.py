@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from realnets import real_net
+from realnets import Logits, real_net
 from torch import nn
 
 from cnn_explain import explain
@@ -26,16 +26,6 @@ from cnn_explain.hooks import capture, resolve_layer, select_output
 captum_attr = pytest.importorskip("captum.attr")
 TARGETS = [1, 3]
 
-
-class Logits(nn.Module):
-    """The dataclass model with a plain tensor output: the reference."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.m = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.m(x).logits
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 import torch
-from realnets import REAL_NETS, real_net
+from realnets import Logits, REAL_NETS, real_net
 from torch import nn
 
 from cnn_explain.attribution import grad_cam, saliency
@@ -34,16 +34,6 @@ DEFAULT_LAYER = {
 # guided backprop: captum rectifies nn.ReLU modules only; these models call F.relu / torch.relu in forward
 FUNCTIONAL_RELU = {"densenet", "control_flow"}
 
-
-class Logits(nn.Module):
-    """A model returning ``.logits`` of a dataclass (captum needs a tensor output)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.m = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.m(x).logits
 
 
 @pytest.fixture(autouse=True)
