@@ -96,7 +96,7 @@ def rows(quick: bool) -> list:
     from _perfdoc import Row, interleaved
 
     logging.getLogger("torchcam").setLevel(logging.ERROR)
-    size, repeat, samples = (64, 1, 2) if quick else (128, 3, 3)
+    size, repeat, samples = (64, 1, 2) if quick else (128, 2, 3)
     net = resnet18()
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     out = []
