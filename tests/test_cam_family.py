@@ -155,22 +155,6 @@ def test_errors(tiny_resnet, images):
         cam(tiny_resnet, images, layer="nope")
 
 
-def test_example_runs(tmp_path, capsys):
-    """examples/cam_family.py with tiny settings writes its figure."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "examples" / "cam_family.py"
-    spec = importlib.util.spec_from_file_location("example_cam_family", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    argv = ["--untrained", "--images", "1", "--samples", "2", "--methods", "grad-cam", "score-cam", "eigen-cam",
-            "--out", str(tmp_path)]
-    assert module.main(argv) == 0
-    assert (tmp_path / "cam_methods.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "layer" in capsys.readouterr().out
-
-
 def test_benchmark_quick_smoke(capsys):
     """benchmarks/cam_family.py --quick runs and prints the ratio table (Score-CAM only, to stay short)."""
     import importlib.util

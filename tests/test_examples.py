@@ -28,6 +28,10 @@ CASES = {
     "full_report": (["--untrained", "--fast", "--images", "2"], ["index.html", "manifest.json"]),
     "style_transfer": (["--size", "32", "--steps", "2"], ["style.png", "figure.png"]),  # helper F's script
     "batch_dataset": (["--untrained", "--images", "24"], ["results/manifest.json", "figures/class_1.png"]),
+    "cam_family": (["--untrained", "--images", "1", "--samples", "2", "--methods", "grad-cam", "score-cam",
+                    "eigen-cam"], ["cam_methods.png"]),
+    "integrated_gradients": (["--tiny", "--images", "1", "--steps", "16", "64"],
+                             ["ig_attributions.png", "ig_convergence.png"]),
 }
 
 
