@@ -151,6 +151,32 @@ def peak_rise(n: int, out: Path) -> float:
     return float(res.stdout.split()[-1])
 
 
+def rows(quick: bool) -> list:
+    """The summary-table rows: the local engine against a plain loop calling ``ex.grad_cam`` per batch.
+
+    (Ray's figures stay in the data-set section: starting a cluster is not a per-capability comparison.)
+    """
+    from _perfdoc import Row
+
+    torch.set_num_threads(1)
+    here = str(Path(__file__).resolve())
+    n_digits = 200 if quick else 2000
+    out: list = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = [(f"{n_digits:,} digits 28×28", f"{here}:digits_model", Digits(n_digits), Digits(n_digits))]
+        if not quick:
+            from cnn_explain.data import ImageFolder
+
+            photos = photo_folder(Path(tmp) / "photos", 512, 128)
+            cases.append(("512 photos 128×128", f"{here}:photo_model", str(photos), ImageFolder(photos)))
+        for case, spec, data, plain in cases:
+            got = throughput(case, spec, data, plain, Path(tmp), ())
+            out.append(Row(f"Grad-CAM of every image, {case}, Parquet shards", got[0]["how"], got[0]["s"],
+                           "`explain_dataset(engine=\"local\")`", got[1]["s"],
+                           "the same Grad-CAM maps, plus predictions and float16 maps written"))
+    return out
+
+
 # --------------------------------------------------------------------------- report
 def table(rows: list[dict], ray_start: float | None, mem: dict[int, float]) -> str:
     lines = ["| data (Grad-CAM, shards of 64 rows) | how | seconds | images/s |", "|---|---|---:|---:|"]

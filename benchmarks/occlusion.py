@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _perfdoc import write_section
+from _perfdoc import Row, write_section
 
 import torch
 
@@ -296,6 +296,31 @@ def real_table(rows: list[dict]) -> str:
                      f"{r['batched']:.3f} | {r['incremental']:.3f} | {r['exact'] / cap:.2f} | "
                      f"{r['exact'] / r['batched']:.2f} | {r['limit']:.2f} | {r['exact_reason']} |")
     return "\n".join(lines)
+
+
+def rows(quick: bool) -> list[Row]:
+    """The summary-table rows: exact (and approx) occlusion against captum at ``perturbations_per_eval=64``.
+
+    Quick: the CIFAR net only. Full: the three cases. Captum at ppe 64 (its best on these nets in every run
+    of ``main``, which also tries 1 and 16), one fresh-process run each: ``main`` is the detailed benchmark.
+    """
+    names = ["cifar10_cnn"] if quick else list(CASES)
+    out: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            c = CASES[name]
+            size = QUICK[name] if quick else c["size"]
+            r = bench_case(name, size, c["window"], c["stride"], (64,), Path(tmp), 1, c["warmup"])
+            work = f"occlusion, {name} {r['input']}, window/stride {r['window']}"
+            alt = f"captum `Occlusion`, perturbations_per_eval={r['ppe']}"
+            out.append(Row(f"{work}, exact", alt, r["captum"], f"`occlusion(mode='exact')` ({r['engine']})",
+                           r["exact"], f"max Δ {r['diff']:.1e} of the map's max; vs float64: ours "
+                           f"{r['err64_exact']:.1e}, captum {r['err64_captum']:.1e}", r["mem_exact"]))
+            if name != "cifar10_cnn":
+                out.append(Row(f"{work}, approximate", alt, r["captum"],
+                               f"`occlusion(mode='approx')` ({r['precision']})", r["approx"],
+                               f"Pearson {r['pearson']:.3f} to exact"))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
