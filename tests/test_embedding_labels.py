@@ -75,3 +75,21 @@ def test_tensor_labels_are_model_classes_and_keep_their_names():
     e = embed(mnist_cnn(), (x, y), method="pca", class_names=names, progress=False)
     assert e.label_to_model is None and e.class_names == tuple(names)
     assert e.accuracy == pytest.approx(float((e.predictions == y.numpy()).mean()))
+
+
+def test_embed_states_how_the_projection_ran():
+    """deterministic=True reaches project() through embed(), gives identical maps twice, and the result says so."""
+    import numpy as np
+    import torch
+
+    from cnn_explain.data import load_digits
+    from cnn_explain.embedding import embed
+    from cnn_explain.models import mnist_cnn
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = mnist_cnn().eval()
+    data = torch.utils.data.Subset(load_digits("test"), range(80))
+    a, b = (embed(model, data, method="tsne", deterministic=True, perplexity=10, progress=False) for _ in range(2))
+    assert a.deterministic and a.threads == 1
+    np.testing.assert_array_equal(a.coords, b.coords)

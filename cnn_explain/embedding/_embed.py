@@ -48,6 +48,9 @@ class Embedding(Displayable):
             (some data-set class is not a model class), else ``None``.
         seed: the seed used.
         backend: the library that computed the map.
+        threads: the threads the projection ran on.
+        deterministic: whether the projection ran in its reproducible single-threaded mode
+            (``embed(..., deterministic=True)``); otherwise t-SNE and UMAP use every core.
         features: the :class:`~cnn_explain.embedding.Features` that were projected.
         options: the projection's options.
     """
@@ -67,6 +70,8 @@ class Embedding(Displayable):
     accuracy_note: str | None = None
     seed: int | None = 0
     backend: str = ""
+    threads: int | None = None
+    deterministic: bool = False
     features: Features | None = field(default=None, repr=False)
     options: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -207,5 +212,6 @@ def embed(
         knn_accuracy=None if labels is None else knn_accuracy(proj.coords, labels, QUALITY_NEIGHBORS),
         method=method, layer=feats.layer, explained_variance=proj.explained_variance,
         class_names=names.names, model_class_names=names.model_names, label_to_model=names.to_model,
-        accuracy_note=names.note, seed=seed, backend=proj.backend, features=feats, options=proj.options,
+        accuracy_note=names.note, seed=seed, backend=proj.backend, threads=proj.threads,
+        deterministic=proj.deterministic, features=feats, options=proj.options,
     )
