@@ -339,7 +339,7 @@ KILLED = '''
 import sys
 sys.path.insert(0, {factory_dir!r})
 import torch
-torch.set_num_threads(1)
+torch.set_num_threads({threads})
 from batchnet import SlowDigits
 from cnn_explain.batch import explain_dataset
 explain_dataset({spec!r}, SlowDigits(64, 0.03), out={out!r}, shard_size=16, batch_size=8, progress=False,
@@ -354,8 +354,10 @@ def test_killed_run_resumes_to_the_same_rows(factory_file, tmp_path):
 
     sys.path.remove(str(factory_file.parent))
     out = tmp_path / "killed"
-    script = KILLED.format(factory_dir=str(factory_file.parent), spec=f"{factory_file}:build", out=str(out))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the killed run's shards must be bitwise those of this process: same thread count, same reduction order
+    script = KILLED.format(factory_dir=str(factory_file.parent), spec=f"{factory_file}:build", out=str(out),
+                           threads=torch.get_num_threads())
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
