@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ._rf_field import Field
-from ._rf_rules import propagate, tensors
+from ._rf_field import Field, tensors
+from ._rf_rules import propagate
 
 __all__ = ["Field", "RFMode", "tensors"]
 

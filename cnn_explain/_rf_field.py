@@ -12,8 +12,10 @@ really reaches (``rlo..rhi``, inside the image).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 
 from . import geometry
 
@@ -166,3 +168,20 @@ class Field:
         jump = None if self.whole else (int(self.h.jump), int(self.w.jump))
         return rf, jump, (int(self.h.lo[0]), int(self.w.lo[0]))  # type: ignore[return-value]
 
+
+def tensors(obj: Any) -> list[torch.Tensor]:
+    """The tensors in nested tuples, lists and dicts, in order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for item in obj for t in tensors(item)]
+    if isinstance(obj, dict):
+        return [t for item in obj.values() for t in tensors(item)]
+    return []
+
+
+def _bind(args: tuple, kwargs: dict, names: list[str], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    bound = dict(defaults or {})
+    bound.update(zip(names, args))
+    bound.update(kwargs)
+    return bound

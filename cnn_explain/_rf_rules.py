@@ -33,28 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from . import geometry, ops
-from ._rf_field import Field, _Axis
+from ._rf_field import Field, _Axis, _bind
 
 _T = torch.Tensor
 Known = list[tuple[torch.Tensor, Field]]
-
-
-def tensors(obj: Any) -> list[torch.Tensor]:
-    """The tensors in nested tuples, lists and dicts, in order."""
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (tuple, list)):
-        return [t for item in obj for t in tensors(item)]
-    if isinstance(obj, dict):
-        return [t for item in obj.values() for t in tensors(item)]
-    return []
-
-
-def _bind(args: tuple, kwargs: dict, names: list[str], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    bound = dict(defaults or {})
-    bound.update(zip(names, args))
-    bound.update(kwargs)
-    return bound
 
 
 def _name(func: Any) -> str:
