@@ -263,3 +263,13 @@ def raising_from(model: nn.Module, k: int) -> nn.Module:
 
     model.__class__ = type(f"Raising{base.__name__}", (base,), {"forward": forward, "calls": 0})
     return model
+
+
+def random_pngs(paths, rng, size: int = 20) -> list[str]:
+    """Write a random ``size``×``size`` RGB PNG (pixels from ``rng``, a NumPy Generator) to each path; their names."""
+    import numpy as np
+    from PIL import Image
+
+    for p in paths:
+        Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8)).save(p)
+    return [str(p) for p in paths]

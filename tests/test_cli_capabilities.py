@@ -12,6 +12,8 @@ from PIL import Image
 
 from cnn_explain.cli import COMMANDS, main
 
+from conftest import random_pngs
+
 MODEL = ["--model", "cnn_explain.models:tiny_vgg", "--input-size", "16"]
 
 
@@ -27,15 +29,10 @@ def _run(argv) -> int:
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     rng = np.random.default_rng(0)
-    paths = []
-    for i in range(2):
-        p = root / f"img{i}.png"
-        Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(p)
-        paths.append(str(p))
+    paths = random_pngs([root / f"img{i}.png" for i in range(2)], rng)
     for c in ("cats", "dogs"):
         (root / "data" / c).mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(root / "data" / c / f"{i}.png")
+        random_pngs([root / "data" / c / f"{i}.png" for i in range(6)], rng)
     (root / "names.txt").write_text("\n".join(["<script>evil</script>"] + [f"class {i}" for i in range(1, 10)]))
     torch.manual_seed(0)
     from cnn_explain.models import tiny_vgg

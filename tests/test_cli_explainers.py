@@ -15,6 +15,8 @@ from cnn_explain.attribution.integrated_gradients import integrated_gradients
 from cnn_explain.cli import COMMANDS, main, parser_for
 from cnn_explain.cli._load import load_images, make_explainer
 
+from conftest import random_pngs
+
 MODEL = ["--model", "cnn_explain.models:tiny_vgg", "--input-size", "16"]
 
 
@@ -22,11 +24,7 @@ MODEL = ["--model", "cnn_explain.models:tiny_vgg", "--input-size", "16"]
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_explainers")
     rng = np.random.default_rng(1)
-    paths = []
-    for i in range(2):
-        p = root / f"img{i}.png"
-        Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(p)
-        paths.append(str(p))
+    paths = random_pngs([root / f"img{i}.png" for i in range(2)], rng)
     torch.manual_seed(0)
     from cnn_explain.models import tiny_vgg
 

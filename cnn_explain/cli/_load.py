@@ -26,7 +26,6 @@ from ._registry import UsageError
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
     from torch.utils.data import Dataset
 
     from ..explainer import Explainer

@@ -93,7 +93,7 @@ def sanity_figure(result: SanityResult, index: int = 0, *, alpha: float = 0.6,
         The Figure (10.5 in wide, text >= 9 pt); the curves Axes (labelled
         ``"similarity to original"``) holds the lines ``"spearman"`` and ``"ssim"``.
     """
-    steps, shown = result.steps, pick_steps(len(result.steps))
+    shown = pick_steps(len(result.steps))
     fig = blank_figure((_WIDTH, 6.4))
     top, mid, bottom = fig.subfigures(3, 1, height_ratios=[1.9, 3.6, 0.9])
     axes = top.subplots(1, len(shown) + 2, gridspec_kw={"width_ratios": [1] * (len(shown) + 1) + [0.08]})
