@@ -82,6 +82,7 @@ class Recording:
     _live_inputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _calls: dict[str, int] = field(default_factory=dict, repr=False)
     _in_calls: dict[str, int] = field(default_factory=dict, repr=False)
+    _versions: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict, repr=False)
 
     def _key(self, name: str, counts: dict[str, int]) -> str:
         k = counts.get(name, 0)
@@ -109,8 +110,17 @@ class Recording:
     def clear(self) -> None:
         """Forget everything recorded so far (call between batches); the next call is ``name`` again."""
         for store in (self.outputs, self.inputs, self.modules, self._live, self._live_inputs, self._calls,
-                      self._in_calls):
+                      self._in_calls, self._versions):
             store.clear()
+
+    def changed(self) -> list[str]:
+        """Layers whose uncopied output (``capture(..., copy=False)``) a later in-place operation changed.
+
+        Empty when nothing changed, so what was recorded is exactly what each layer
+        returned; otherwise the recording of those layers is wrong: run the forward
+        again under ``capture(..., copy=True)``.
+        """
+        return [k for k, (t, version) in self._versions.items() if t._version != version]
 
     def tensor(self, name: str) -> torch.Tensor:
         """The recorded output of ``name``.
@@ -175,6 +185,8 @@ class _Hooks:
     grads: bool
     reduce: Callable[[torch.Tensor], torch.Tensor] | None
     keep_outputs: bool
+    copy: bool = True
+    stop: frozenset[str] = frozenset()
 
     def store(self, value: Any) -> Any:
         return self.reduce(value) if (self.reduce and isinstance(value, torch.Tensor)) else value
@@ -200,17 +212,36 @@ class _Hooks:
                 return None
             key = self.rec._key(name, self.rec._calls)
             self.rec.modules[key] = module
-            if not self.keep_outputs:
-                return None
-            value = _selected(name, path, output)
-            if self.grads and isinstance(value, torch.Tensor) and value.requires_grad:
-                self.rec._live[key] = value
-                self.rec.outputs[key] = value.detach().clone() if self.reduce is None else self.reduce(value.detach())
-                return replace_path(output, path, value.clone())  # downstream (and its in-place ops) runs on a clone
-            self.rec.outputs[key] = self.store(_safe_copy(value, detach=True))
-            return None
+            result = self._record(key, name, path, output) if self.keep_outputs else None
+            if self.stop and key == name and self.stop.issubset(self.rec.modules):
+                raise _Enough  # every layer asked for has run: the rest of the forward is not needed
+            return result
 
         return hook
+
+    def _record(self, key: str, name: str, path: tuple[str, ...], output: Any) -> Any:
+        value = _selected(name, path, output)
+        if not self.copy and isinstance(value, torch.Tensor):
+            # by reference; Recording.changed() tells whether a later in-place op touched it
+            self.rec._versions[key] = (value, value._version)
+            if self.grads and value.requires_grad:
+                self.rec._live[key] = value
+            self.rec.outputs[key] = self.store(value.detach())
+            return None
+        if self.grads and isinstance(value, torch.Tensor) and value.requires_grad:
+            self.rec._live[key] = value
+            self.rec.outputs[key] = value.detach().clone() if self.reduce is None else self.reduce(value.detach())
+            return replace_path(output, path, value.clone())  # downstream (and its in-place ops) runs on a clone
+        self.rec.outputs[key] = self.store(_safe_copy(value, detach=True))
+        return None
+
+
+class _Enough(BaseException):
+    """Raised by a hook of ``capture(..., stop=True)`` once every layer has run; caught by ``capture``.
+
+    A ``BaseException``, like ``GeneratorExit``, so that a model's own
+    ``except Exception`` does not swallow it and run the rest of its forward.
+    """
 
 
 def _selected(name: str, path: tuple[str, ...], output: Any) -> Any:
@@ -230,6 +261,8 @@ def capture(
     inputs: bool = False,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     keep_outputs: bool = True,
+    copy: bool = True,
+    stop: bool = False,
 ) -> Iterator[Recording]:
     """Record what chosen layers compute during the forward passes run inside the block.
 
@@ -249,6 +282,18 @@ def capture(
         reduce: applied to each output (and input) before it is stored, e.g.
             ``lambda t: t.mean((2, 3))`` to keep ``(N, C)`` instead of ``(N, C, H, W)``.
         keep_outputs: store outputs (set False to record inputs only).
+        copy: take each recorded output so that later in-place operations cannot
+            change it (a clone; with ``grads=True`` the model continues on the
+            clone). ``copy=False`` keeps the layer's own tensor, which saves a copy
+            of every recorded map per forward; check :meth:`Recording.changed`
+            after the forward: if it names a layer, a later in-place operation
+            changed that tensor and the forward must be run again with ``copy=True``.
+        stop: end the forward pass as soon as every chosen layer has run once:
+            the model call inside the block returns nothing and the statements
+            after it in the block are skipped, so the block must hold just the
+            forward (``with capture(net, "layer3", stop=True) as rec: net(x)``).
+            What comes after the last chosen layer (a classifier, later blocks) is
+            not computed. Without it, or when a layer never runs, the forward is whole.
 
     Yields:
         A :class:`Recording`, filled as the model runs.
@@ -263,7 +308,8 @@ def capture(
     chosen = resolve_layers(model, layers)
     by_name = dict(model.named_modules())
     rec = Recording()
-    how = _Hooks(rec, threading.get_ident(), grads, reduce, keep_outputs)
+    how = _Hooks(rec, threading.get_ident(), grads, reduce, keep_outputs, copy,
+                 frozenset(chosen) if stop else frozenset())
     handles: list[torch.utils.hooks.RemovableHandle] = []
     with model_lock(model):
         state = _State.save(model, rng=False)
@@ -272,7 +318,10 @@ def capture(
                 if inputs:
                     handles.append(module.register_forward_pre_hook(how.pre_hook(name)))
                 handles.append(module.register_forward_hook(how.hook(name, module, split_selector(by_name, name)[1])))
-            yield rec
+            try:
+                yield rec
+            except _Enough:
+                pass  # stop=True: the forward ended after the last chosen layer
         finally:
             for h in handles:
                 h.remove()

@@ -157,15 +157,16 @@ class RandomTextureNet(nn.Module):
         return [[relu for lev, _, relu in self.branches if lev == level][-1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        means, level, image = [], 0, x
+        maps, level, image = [], 0, x
         for lev, conv, relu in self.branches:
             while level < lev:
                 image, level = self.pool(image), level + 1
             pad = getattr(self, conv).kernel_size[0] // 2
             mode = "reflect" if min(image.shape[-2:]) > pad else "replicate"
             padded = F.pad(image, (pad, pad, pad, pad), mode=mode) if pad else image
-            means.append(getattr(self, relu)(getattr(self, conv)(padded)).mean(dim=(2, 3)))
-        return torch.cat(means, dim=1)
+            maps.append(getattr(self, relu)(getattr(self, conv)(padded)))
+        # the means last: a capture(..., stop=True) of the maps ends the forward before them
+        return torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)
 
 
 def random_texture_net(kernels: tuple[int, ...] = (3, 5), levels: int = 4, channels: int = 64, seed: int = 0) -> RandomTextureNet:

@@ -227,3 +227,55 @@ def test_intervene_and_observe_calls_leave_no_hook_after_an_exception(tiny_net):
     with pytest.raises(ValueError, match="not part of the model"):
         with intervene(tiny_net, nn.ReLU(), lambda out: out):
             pass
+
+
+def test_copy_false_keeps_the_layers_own_tensor_and_says_when_an_in_place_op_changed_it(tiny_resnet, images):
+    """copy=False records by reference: equal to the copied recording when nothing writes over it, and
+    Recording.changed() names the layer a later in-place ReLU overwrote (torchvision's block order)."""
+    with torch.no_grad():
+        with capture(tiny_resnet, ["stem", "bn"]) as copied:
+            tiny_resnet(images)
+        with capture(tiny_resnet, ["stem", "bn"], copy=False) as ref:
+            tiny_resnet(images)
+    assert torch.equal(ref["stem"], copied["stem"])  # the stem's output is only read by bn
+    assert ref.changed() == ["bn"]  # self.relu(inplace=True) ran on bn's output
+    assert not torch.equal(ref["bn"], copied["bn"]) and torch.equal(ref["bn"], copied["bn"].clamp(min=0))
+    with capture(tiny_resnet, ["stem"], grads=True, copy=False) as live:
+        tiny_resnet(images)
+    assert live.changed() == [] and live.live("stem").requires_grad
+
+
+class _Counting(nn.Module):
+    """conv -> relu -> head, counting head calls; forward swallows Exception like careless user code."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.relu, self.head = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Linear(4, 2)
+        self.head_calls = 0
+
+    def forward(self, x):
+        try:
+            y = self.relu(self.conv(x))
+        except Exception:  # noqa: BLE001 - the point: capture's stop must not be swallowed here
+            y = x
+        self.head_calls += 1
+        return self.head(y.mean((2, 3)))
+
+
+def test_stop_ends_the_forward_after_the_last_chosen_layer(images):
+    net = _Counting()
+    with torch.no_grad():
+        with capture(net, ["conv", "relu"], stop=True) as rec:
+            out = net(images)
+            after = True  # skipped: the forward ended inside the block
+        assert net.head_calls == 0 and "out" not in dir() and "after" not in dir()
+        assert torch.equal(rec["relu"], F.relu(net.conv(images)))
+        with capture(net, ["conv"], stop=False) as rec:
+            net(images)
+        assert net.head_calls == 1 and hook_count(net) == 0
+    with capture(net, ["relu"], stop=True, grads=True) as rec:  # the graph up to the layer is whole
+        net(images)
+    (g,) = torch.autograd.grad(rec.live("relu").sum(), [net.conv.weight])
+    w = net.conv.weight.detach().requires_grad_(True)
+    (ref,) = torch.autograd.grad(F.relu(F.conv2d(images, w, net.conv.bias)).sum(), [w])
+    assert torch.allclose(g, ref) and net.conv.weight.grad is None

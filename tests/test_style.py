@@ -72,6 +72,19 @@ def test_gram_matrix_equals_manual_sum_symmetric_psd():
     torch.testing.assert_close(gram_matrix(f[1:]), got[1:])
 
 
+def test_gram_matrix_gradient_is_autograds_of_the_plain_product():
+    """The symmetric backward (one product) against autograd's through bmm(F, Fᵀ) (two), for an upstream gradient
+    that is not symmetric, and torch's numerical gradcheck in float64."""
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(2, 5, 4, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    up = torch.randn(2, 5, 5, dtype=torch.float64, generator=g)
+    (ours,) = torch.autograd.grad((gram_matrix(f) * up).sum(), [f])
+    flat = f.reshape(2, 5, 12)
+    (ref,) = torch.autograd.grad((torch.bmm(flat, flat.transpose(1, 2)) / 60 * up).sum(), [f])
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(gram_matrix, (f,))
+
+
 def test_gram_matrix_bad_input():
     with pytest.raises(TypeError, match="features"):
         gram_matrix([[1.0]])
@@ -207,14 +220,17 @@ def test_any_cnn_by_layer_names_model_unchanged(pair, tiny_resnet, snapshot):
     res = transfer(*pair, model=m, content_layers="layer1.conv2", style_layers=["bn", "layer1.bn1", "layer2.conv1"],
                    style_weights=[1, 1, 2], steps=3, size=SIZE, transform=transform, progress=False)
     snap.assert_unchanged()
-    assert m.training and len(calls) == 2 + 3 + 2  # two targets, one per step, content and result for style_drop
+    # the first step's forward (on the content image: it also gives the content targets), run again with copies
+    # because the model's in-place ReLU changes the recorded "bn" output; the style target; steps 2 and 3; the result
+    assert m.training and len(calls) == 2 + 1 + 2 + 1
     assert res.settings["style_weights"] == {"bn": 1.0, "layer1.bn1": 1.0, "layer2.conv1": 2.0}
 
 
 def test_model_unchanged_after_exception(pair, exploding_net, snapshot):
     snap = snapshot(exploding_net)
     with pytest.raises(Boom):
-        transfer(*pair, model=exploding_net, content_layers="conv1", style_layers="relu1", steps=2, progress=False)
+        # a style layer after the point where forward raises (the forward stops after the last layer it needs)
+        transfer(*pair, model=exploding_net, content_layers="conv1", style_layers="relu2", steps=2, progress=False)
     snap.assert_unchanged()
     assert hook_count(exploding_net) == 0
 
@@ -336,3 +352,35 @@ def test_defaults_make_the_style_plain_on_the_sample_photos():
     assert res.style_drop == pytest.approx(drop, rel=1e-3)
     assert drop >= 10.0, drop
     assert res.setup_seconds > 0
+
+
+def test_forwards_per_run_without_in_place_ops(pair, net):
+    """init="content": the first step's forward doubles as the content target; a noise start needs its own."""
+    calls = []
+
+    def transform(x):
+        calls.append(1)
+        return x
+
+    transfer(*pair, model=net, steps=3, size=SIZE, transform=transform, progress=False)
+    assert len(calls) == 1 + 1 + 2 + 1  # first step = content target, style target, steps 2-3, result
+    calls.clear()
+    transfer(*pair, model=net, steps=3, size=SIZE, init="noise", transform=transform, progress=False)
+    assert len(calls) == 1 + 1 + 3 + 1 + 1  # content and style targets, 3 steps, content and result for style_drop
+
+
+@pytest.mark.parametrize("init", ["content", "noise"])
+def test_in_place_relu_behind_a_recorded_layer_changes_nothing(pair, tiny_resnet, init):
+    """The maps are recorded without a copy; a model whose in-place ReLU overwrites a recorded output must give
+    exactly what the same model without in-place ops gives."""
+    import copy
+
+    plain = copy.deepcopy(tiny_resnet)
+    for mod in plain.modules():
+        if isinstance(mod, torch.nn.ReLU):
+            mod.inplace = False
+    kw = dict(content_layers="layer1.conv2", style_layers=["bn", "layer1.bn1", "layer2.conv1"], steps=4,
+              size=SIZE, init=init, progress=False)
+    a, b = transfer(*pair, model=tiny_resnet, **kw), transfer(*pair, model=plain, **kw)
+    assert torch.equal(a.image, b.image)
+    assert a.history == b.history and a.style_drop == b.style_drop

@@ -228,7 +228,13 @@ def transfer(
     with preserved(net, eval=True, freeze=True, rng=True), torch.enable_grad():
         forward = _Forward(net, layers, pre)
         setup = time.perf_counter()
-        c_maps = _maps(forward, c_img.to(device), cfg.content_layers)
+        image = _init(c_img, cfg).to(device).requires_grad_(True)
+        if cfg.init is Init.CONTENT:
+            # the first step's forward runs on the content image itself: its maps are the content targets
+            first = forward.prime(image)
+            c_maps = {n: first[n].detach() for n in cfg.content_layers}
+        else:
+            c_maps = _maps(forward, c_img.to(device), cfg.content_layers)
         s_maps = _maps(forward, s_img.to(device), cfg.style_layers)
         style_term = style_loss(s_maps, cfg.style_weights)
         objective = (cfg.content_weight * content_loss(c_maps)
@@ -237,19 +243,16 @@ def transfer(
         del c_maps, s_maps
         start = time.perf_counter()
         setup = start - setup
-        image, history, evaluations = _optimize(forward, objective, _init(c_img, cfg).to(device), cfg, progress)
+        history, evaluations = _optimize(forward, objective, image, cfg, progress)
         seconds = time.perf_counter() - start
-        drop = _style_drop(forward, style_term, c_img.to(device), image, cfg.style_layers)
+        image = image.detach().clamp(0, 1)
+        # style_drop: the Gram loss of the content image (the first step's, when it started there) and of the result
+        before = (history[0]["style"] if cfg.init is Init.CONTENT
+                  else float(style_term(_maps(forward, c_img.to(device), cfg.style_layers), c_img)))
+        after = float(style_term(_maps(forward, image, cfg.style_layers), image))
+        drop = before / after if after > 0 else float("inf")
     settings = {**cfg.as_dict(), "size": hw}
     return StyleResult(image[0].detach().cpu(), history, settings, seconds, evaluations, c_img[0], s_img[0], drop, setup)
-
-
-def _style_drop(forward: _Forward, style_term: Objective, content: torch.Tensor, result: torch.Tensor,
-                names: list[str]) -> float:
-    """``L_style(content) / L_style(result)``: the unweighted Gram loss against the style image, before and after."""
-    before = float(style_term(_maps(forward, content, names), content))
-    after = float(style_term(_maps(forward, result, names), result))
-    return before / after if after > 0 else float("inf")
 
 
 def _no_copy(t: torch.Tensor) -> torch.Tensor:
@@ -261,22 +264,44 @@ class _Forward:
     """``forward(image) -> {layer: graph-attached maps}``: one capture session per forward pass.
 
     (A fresh session each time: a session numbers repeated calls ``name#1``... across
-    forwards, and registering a handful of hooks costs microseconds.)
+    forwards, and registering a handful of hooks costs microseconds.) The maps are
+    recorded without a copy; if the model changes one of them in place after its
+    layer (``nn.ReLU(inplace=True)`` behind a recorded convolution), the forward is
+    run again with copies, and every later forward of this run copies.
     """
 
     def __init__(self, model: nn.Module, layers: list[str], pre: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.model, self.layers, self.pre = model, layers, pre
+        self.copy = False
+        self._primed: tuple[torch.Tensor, int, dict[str, torch.Tensor]] | None = None
+
+    def prime(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the forward of ``image`` now; the next call on the same, unchanged tensor returns these maps."""
+        maps = self(image)
+        self._primed = (image, image._version, maps)
+        return maps
 
     def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        with capture(self.model, self.layers, grads=True, reduce=_no_copy) as rec:
+        if self._primed is not None:
+            primed, version, maps = self._primed
+            self._primed = None
+            if primed is image and image._version == version:  # the optimizer has not moved it yet
+                return maps
+        with capture(self.model, self.layers, grads=True, reduce=_no_copy, copy=self.copy, stop=True) as rec:
             self.model(self.pre(image))
+        if rec.changed():
+            self.copy = True
+            return self(image)
         return {name: rec.live(name) for name in self.layers if name in rec}
 
 
 def _maps(forward: _Forward, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
     """Feature maps of a fixed image (the targets), computed without recording autograd history."""
-    with torch.no_grad(), capture(forward.model, names) as rec:
+    with torch.no_grad(), capture(forward.model, names, copy=forward.copy, stop=True) as rec:
         forward.model(forward.pre(image))
+    if rec.changed():
+        forward.copy = True
+        return _maps(forward, image, names)
     feats = {n: rec[n] for n in names if n in rec}
     missing = [n for n in names if n not in feats or not isinstance(feats[n], torch.Tensor)]
     if missing:
@@ -295,9 +320,11 @@ def _init(content: torch.Tensor, cfg: StyleSettings) -> torch.Tensor:
 
 
 def _optimize(forward: _Forward, objective: Objective, image: torch.Tensor, cfg: StyleSettings,
-              progress: bool) -> tuple[torch.Tensor, list[dict[str, float]], int]:
-    """Run ``cfg.steps`` optimizer steps on the pixels; returns (image, history, number of loss evaluations)."""
-    image = image.detach().clone().requires_grad_(True)
+              progress: bool) -> tuple[list[dict[str, float]], int]:
+    """Run ``cfg.steps`` optimizer steps on the pixels of the leaf ``image`` (changed in place).
+
+    Returns (history, number of loss evaluations).
+    """
 
     def loss() -> tuple[torch.Tensor, dict[str, float]]:
         total, parts = objective.terms(Context(forward(image), image))
@@ -305,7 +332,7 @@ def _optimize(forward: _Forward, objective: Objective, image: torch.Tensor, cfg:
 
     trace = optimize_image(image, loss, cfg.optim, progress=progress, desc="style transfer",
                            postfix=lambda rec: {"loss": f"{rec['total']:.4g}"})
-    return image.detach().clamp(0, 1), trace.history, trace.evaluations
+    return trace.history, trace.evaluations
 
 
 def _model(model: nn.Module | None) -> nn.Module:
