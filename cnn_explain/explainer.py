@@ -238,7 +238,7 @@ class Explainer:
 
     def cam(self, x: Any, target: Any = None, layer: LayerSpec = None, method: CamMethod | str = "grad-cam", *,
             samples: int | None = None, noise: float | None = None, seed: int = 0, batch_size: int = 64,
-            progress: bool = True) -> GradCam:
+            progress: bool = True, precision: str = "exact") -> GradCam:
         """A CAM-family map: Grad-CAM++, Score-CAM, Layer-CAM, ...
 
         See :func:`cnn_explain.attribution.cam_family.cam`.
@@ -247,7 +247,7 @@ class Explainer:
 
         return cam(self.model, self.prepare(x), target=self._targets(target), layer=layer, method=method,
                    samples=samples, noise=noise, seed=seed, batch_size=batch_size, output=self.output,
-                   progress=progress)
+                   progress=progress, precision=precision)
 
     def sanity_check(self, x: Any, method: str = "guided", target: Any = None, *, order: str = "top-down",
                      layers: LayerSpec = None, seed: int = 0, progress: bool = True, abs: bool = True,

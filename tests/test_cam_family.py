@@ -194,3 +194,61 @@ def test_ablation_cam_refuses_a_map_that_is_no_modules_output(images):
     model, x = real_net("dataclass_out")
     with pytest.raises(ValueError, match="zeroes channels of a module.s tensor output"):
         cam(model, x, method="ablation-cam", layer="stage2.last_hidden_state", output="logits", progress=False)
+
+
+@pytest.mark.parametrize("native,ran", [(True, "bfloat16 autocast, channels-last"),
+                                        (False, "model dtype, channels-last")])
+@pytest.mark.parametrize("method", ["score-cam", "ss-cam", "is-cam"])
+def test_low_precision_is_close_to_exact_and_says_what_ran(monkeypatch, tiny_resnet, images, snapshot, method,
+                                                           native, ran):
+    """precision="low": bfloat16 only where the CPU has it natively (mocked both ways), channels-last always;
+    the map stays close to the exact one, and the model is left as found."""
+    from cnn_explain.attribution.occlude import lowp
+
+    monkeypatch.setattr(lowp, "native_bfloat16", lambda: native)
+    kw = dict(layer=LAYER, method=method, target=TARGETS, samples=2, progress=False)
+    exact = cam(tiny_resnet, images, **kw)
+    snap = snapshot(tiny_resnet)
+    low = cam(tiny_resnet, images, precision="low", **kw)
+    snap.assert_unchanged()
+    assert exact.params["precision"] == "exact" and low.params["precision"] == ran
+    a, b = exact.cam.flatten(1), low.cam.flatten(1)
+    for i in range(a.shape[0]):
+        assert float(torch.corrcoef(torch.stack([a[i], b[i]]))[0, 1]) > (0.99 if native else 0.99999)
+    if not native:  # float32 in another layout: the same map up to rounding
+        torch.testing.assert_close(low.cam, exact.cam, rtol=1e-4, atol=1e-6 * float(a.abs().max()))
+
+
+class _ViewHead(nn.Module):
+    """conv -> relu -> view(N, -1) -> linear: ``view`` refuses channels-last maps."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv, self.relu, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Linear(6 * 8 * 8, 4)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    def forward(self, x):
+        return self.fc(self.relu(self.conv(x)).view(x.shape[0], -1))
+
+
+def test_low_precision_falls_back_to_contiguous_where_the_model_needs_it(monkeypatch):
+    from cnn_explain.attribution.occlude import lowp
+
+    monkeypatch.setattr(lowp, "native_bfloat16", lambda: False)
+    net, x = _ViewHead().eval(), torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(RuntimeError):  # the premise: channels-last input breaks this model's view
+        net(x.contiguous(memory_format=torch.channels_last))
+    exact = cam(net, x, layer="relu", method="score-cam", progress=False)
+    low = cam(net, x, layer="relu", method="score-cam", progress=False, precision="low")
+    assert low.params["precision"] == "model dtype, contiguous"
+    torch.testing.assert_close(low.cam, exact.cam, rtol=0, atol=0)
+
+
+def test_precision_errors(tiny_resnet, images):
+    with pytest.raises(ValueError, match="precision must be 'exact' or 'low'"):
+        cam(tiny_resnet, images, method="score-cam", precision="half", progress=False)
+    with pytest.raises(ValueError, match="'score-cam'.*pass precision='exact'"):
+        cam(tiny_resnet, images, method="grad-cam", precision="low", progress=False)

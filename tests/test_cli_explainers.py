@@ -101,6 +101,19 @@ def test_cam_prints_method_and_layer(files, tmp_path, capsys, method, layer):
         assert ref.layer == layer
 
 
+def test_cam_precision_low_says_what_ran(files, tmp_path, capsys):
+    argv = _argv(files, tmp_path, "cam", "--method", "score-cam", "--precision", "low")
+    assert main(["cam", *argv]) == 0
+    out = capsys.readouterr().out
+    model, x = _reference_inputs("cam", argv)
+    ran = cam(model, x, method="score-cam", precision="low", progress=False).params["precision"]
+    assert ran != "exact" and f"({ran})" in out
+    argv = _argv(files, tmp_path, "cam", "--method", "grad-cam", "--precision", "low")
+    assert main(["cam", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "pass --precision 'exact'" in err and "Traceback" not in err
+
+
 def test_bad_values(files, tmp_path, capsys):
     root, paths = files
     base = [*MODEL, "--images", paths[0], "--out", str(tmp_path / "x.png")]

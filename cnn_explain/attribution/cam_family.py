@@ -38,7 +38,7 @@ from torch import nn
 
 from .._utils import model_input, positive_int
 from ..hooks import LayerSpec, preserved, resolve_layer, split_selector
-from ._score_cam import ablation_weights, score_weights
+from ._score_cam import Precision, ablation_weights, score_weights
 from .cam import CamLayer, GradCam, cam_layer, cam_pass
 
 __all__ = ["cam", "CamMethod", "CamSettings"]
@@ -62,6 +62,7 @@ class CamMethod(str, Enum):
     EIGEN_CAM = "eigen-cam"
 
 
+_SCORE_KINDS = {CamMethod.SCORE_CAM: "score", CamMethod.SS_CAM: "ss", CamMethod.IS_CAM: "is"}
 _DEFAULT_SAMPLES = {CamMethod.SMOOTH_GRAD_CAM_PP: 4, CamMethod.SS_CAM: 35, CamMethod.IS_CAM: 10}
 _DEFAULT_NOISE = {CamMethod.SMOOTH_GRAD_CAM_PP: 0.3, CamMethod.SS_CAM: 2.0}
 
@@ -141,7 +142,8 @@ def _call_index(key: str) -> int:
     return int(key.split("#")[1]) if "#" in key else 0
 
 
-def _weights_and_map(m: CamMethod, model, x, tgt, site: CamLayer, key, acts, grads, output, settings, progress):
+def _weights_and_map(m: CamMethod, model, x, tgt, site: CamLayer, key, acts, grads, output, settings, progress,
+                     run: Precision):
     """``(weights (N, K) or None, map (N, 1, h, w) before the ReLU)``."""
     if m is CamMethod.GRAD_CAM:
         w = grads.mean((2, 3))
@@ -161,15 +163,16 @@ def _weights_and_map(m: CamMethod, model, x, tgt, site: CamLayer, key, acts, gra
         w = ablation_weights(model, x, module, _call_index(key), tgt, channels=acts.shape[1],
                              batch_size=settings.batch_size, output=output)
     else:
-        kind = {CamMethod.SCORE_CAM: "score", CamMethod.SS_CAM: "ss", CamMethod.IS_CAM: "is"}[m]
-        w = score_weights(model, x, acts, tgt, kind=kind, samples=settings.samples, noise=settings.noise,
-                          seed=settings.seed, batch_size=settings.batch_size, output=output, progress=progress)
+        w = score_weights(model, x, acts, tgt, kind=_SCORE_KINDS[m], samples=settings.samples, noise=settings.noise,
+                          seed=settings.seed, batch_size=settings.batch_size, output=output, progress=progress,
+                          run=run)
     return w, (w[:, :, None, None] * acts).sum(1, keepdim=True)
 
 
 def cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None,
         method: CamMethod | str = "grad-cam", samples: int | None = None, noise: float | None = None,
-        seed: int = 0, batch_size: int = 64, output: Any = None, progress: bool = True) -> GradCam:
+        seed: int = 0, batch_size: int = 64, output: Any = None, progress: bool = True,
+        precision: str = "exact") -> GradCam:
     """A class activation map of the target class at ``layer``, upsampled to the input size.
 
     The model runs in eval mode with frozen parameters (flags and ``.grad`` put
@@ -191,6 +194,13 @@ def cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None
         batch_size: masked or ablated inputs per forward pass.
         output: selects the score tensor from a model returning a tuple/dict.
         progress: show a progress bar over samples.
+        precision: ``"exact"`` (the model's dtype; equal to torch-cam) or ``"low"``
+            (Score-CAM, SS-CAM, IS-CAM only): the masked inputs run in bfloat16
+            autocast and channels-last layout where bfloat16 is native (CPUs with
+            AMX / AVX512-BF16, CUDA), else in the model's dtype in channels-last
+            layout. About 2.5× faster than torch-cam on this project's CPU with
+            a Pearson correlation of 0.99999 to the exact map (`docs/cam_family.md`);
+            ``result.params["precision"]`` says what ran.
 
     Returns:
         `~cnn_explain.attribution.cam.GradCam`: ``.cam`` ``(N, 1, h, w)`` (raw, not
@@ -204,14 +214,18 @@ def cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None
     m = _method(method)
     settings = CamSettings.make(m, samples, noise, seed, batch_size)
     x = model_input(model, x)
+    if precision != "exact" and m not in _SCORE_KINDS:
+        raise ValueError(f"precision={precision!r} applies to {', '.join(repr(k.value) for k in _SCORE_KINDS)} "
+                         f"(one forward pass per channel); method={m.value!r} runs exactly: pass precision='exact'")
+    run = Precision.choose(precision, x.device)
     with preserved(model, eval=True, freeze=True):
         site = cam_layer(model, x, layer)
         key, acts, grads, tgt = cam_pass(model, x, target, site, output)
         with torch.no_grad():
-            w, raw = _weights_and_map(m, model, x, tgt, site, key, acts, grads, output, settings, progress)
+            w, raw = _weights_and_map(m, model, x, tgt, site, key, acts, grads, output, settings, progress, run)
     lmap = raw if m is CamMethod.EIGEN_CAM else torch.relu(raw)
     up = F.interpolate(lmap, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
     params = {"samples": settings.samples, "noise": settings.noise, "seed": settings.seed,
-              "batch_size": settings.batch_size}
+              "batch_size": settings.batch_size, "precision": run.name}
     return GradCam(up, tgt, m.value, inputs=x, params=params, cam=lmap.cpu(),
                    weights=None if w is None else w.cpu(), layer=key)

@@ -209,6 +209,9 @@ def _cam_family_args(p: argparse.ArgumentParser) -> None:
                    help="the CAM variant")
     p.add_argument("--layer", help="layer whose feature maps are weighted (default: Grad-CAM's, the feature map "
                                    "the classifier's global pooling or flatten reads)")
+    p.add_argument("--precision", choices=["exact", "low"], default="exact",
+                   help="score-cam, ss-cam, is-cam: 'low' runs the masked inputs in bfloat16 where the CPU "
+                        "or GPU has it natively (about 2.5x faster, maps correlated 0.9999 with exact ones)")
     _out(p, "cam.png")
 
 
@@ -216,8 +219,10 @@ def _cam_family_args(p: argparse.ArgumentParser) -> None:
          arguments=_cam_family_args)
 def run_cam(args: argparse.Namespace) -> int:
     ex, x, tgt = _explain_images(args)
-    res = ex.cam(x, target=tgt, layer=args.layer, method=args.method, progress=not args.quiet)
-    print(f"{res.method} at layer {res.layer!r}")
+    res = ex.cam(x, target=tgt, layer=args.layer, method=args.method, progress=not args.quiet,
+                 precision=args.precision)
+    ran = res.params["precision"]
+    print(f"{res.method} at layer {res.layer!r}" + ("" if ran == "exact" else f" ({ran})"))
     return _draw_attribution(args, [res])
 
 
