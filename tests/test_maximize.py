@@ -62,10 +62,33 @@ def test_model_unchanged_after_success_and_exception(tiny_net, exploding_net, sn
     _run(tiny_net, [0], steps=3, tv=0.1, l2=0.1)
     snap.assert_unchanged()
     snap = snapshot(exploding_net)
-    with pytest.raises(Exception, match="inside forward"):
-        maximize(exploding_net, "conv1", [0], steps=2, input_shape=SHAPE, progress=False)
+    with pytest.raises(Exception, match="inside forward"):  # conv2 comes after the point where forward raises
+        maximize(exploding_net, "conv2", [0], steps=2, input_shape=SHAPE, progress=False)
     snap.assert_unchanged()
     assert hook_count(exploding_net) == 0
+
+
+def test_the_forward_ends_after_the_maximized_layer(tiny_net):
+    """TinyNet counting how often its forward goes past relu1: maximizing conv1 goes there only in the probe of
+    the input shape (which must run the whole model), never in the steps, and gives exactly TinyNet's images;
+    an objective on the logits needs the whole forward at every step."""
+    import copy
+
+    class CountingTail(type(tiny_net)):
+        tail = 0
+
+        def forward(self, x):
+            y = self.relu1(self.conv1(x))
+            type(self).tail += 1
+            return self.fc(torch.flatten(self.gap(self.relu2(self.conv2(self.pool(y)))), 1))
+
+    net = copy.deepcopy(tiny_net)
+    net.__class__ = CountingTail
+    kw = dict(steps=3, input_shape=SHAPE, progress=False)
+    a, b = maximize(net, "conv1", [0, 2], **kw), maximize(tiny_net, "conv1", [0, 2], **kw)
+    assert torch.equal(a.images, b.images) and CountingTail.tail == 1
+    maximize(net, "conv1", [0], objective=O.channel("conv1") + O.class_logit(1), **kw)
+    assert CountingTail.tail == 1 + 1 + 3
 
 
 def test_objectives_compose_and_class_logit(tiny_net):

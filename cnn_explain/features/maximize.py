@@ -184,6 +184,7 @@ def _probe(model: nn.Module, name: str, input_shape: Sequence[int] | None):
     for shape in candidates:
         x = torch.zeros((1, *shape), device=model_device(model), dtype=model_dtype(model))
         try:
+            # the whole forward (no stop=True): a shape is right when the classifier accepts it too
             with preserved(model, eval=True), capture(model, name) as rec, torch.inference_mode():
                 model(x)
         except RuntimeError as exc:
@@ -238,11 +239,14 @@ def _evaluate(model, x, pixels, objective, names, *, channels, rows) -> torch.Te
     """One forward of the batch; the objective's ``(B,)`` values, attached to the graph."""
     layers = sorted(set(names.values()))
     # a new capture per step keeps the recorded names plain (no name#k for repeated forwards)
-    with (capture(model, layers, grads=True) if layers else contextlib.nullcontext()) as rec:
+    # without logits in the objective the forward ends after the last layer it reads (stop=True)
+    out = None
+    with (capture(model, layers, grads=True, stop=not objective.needs_logits) if layers
+          else contextlib.nullcontext()) as rec:
         out = model(x)
-        logits = select_output(out).reshape(x.shape[0], -1) if objective.needs_logits else None
-        acts = {n: rec.live(n) for n in layers}
-        values = objective(obj.Context(acts, pixels, names, logits, channels, rows))
+    logits = select_output(out).reshape(x.shape[0], -1) if objective.needs_logits else None
+    acts = {n: rec.live(n) for n in layers}
+    values = objective(obj.Context(acts, pixels, names, logits, channels, rows))
     if not isinstance(values, torch.Tensor) or values.shape != (x.shape[0],):
         raise ValueError(f"the objective must give one value per image, shape ({x.shape[0]},); "
                          f"got {getattr(values, 'shape', type(values).__name__)}")
