@@ -106,23 +106,37 @@ def _scores(model, rows: torch.Tensor, tgt: torch.Tensor, output) -> torch.Tenso
     return forward_logits(model, rows, output).gather(1, tgt.to(rows.device)[:, None])[:, 0]
 
 
-def _masked_scores(model, x, masks, scale: float, tgt, batch_size, output, flat_zero: torch.Tensor,
-                   run: Precision) -> torch.Tensor:
-    """``S_c(scale * M_k ⊙ x_i)`` for every image ``i`` and channel ``k``: ``(N, K)``.
+@dataclass(frozen=True)
+class _Scorer:
+    """The target scores of masked copies of the images ``x``, ``batch_size`` rows per forward pass."""
 
-    Channels flagged in ``flat_zero`` (``(N, K)``, all-zero masks) reuse one forward of the zero image.
-    """
-    n, k = masks.shape[:2]
-    out = torch.empty(n, k, dtype=x.dtype, device=x.device)
-    todo = (~flat_zero).nonzero(as_tuple=False)  # (R, 2) rows (image, channel)
-    for s in range(0, todo.shape[0], batch_size):
-        idx = todo[s:s + batch_size]
-        rows = scale * masks[idx[:, 0], idx[:, 1], None] * x[idx[:, 0]]
-        out[idx[:, 0], idx[:, 1]] = run.scores(model, rows, tgt[idx[:, 0]], output)
-    if flat_zero.any():
-        zero = run.scores(model, torch.zeros_like(x), tgt, output)
-        out = torch.where(flat_zero, zero[:, None], out)
-    return out
+    model: nn.Module
+    x: torch.Tensor
+    tgt: torch.Tensor
+    output: Any
+    batch_size: int
+    run: Precision
+
+    def base(self) -> torch.Tensor:
+        """``S_c(x_i)``: ``(N,)``."""
+        return self.run.scores(self.model, self.x, self.tgt, self.output)
+
+    def masked(self, masks: torch.Tensor, scale: float, flat_zero: torch.Tensor) -> torch.Tensor:
+        """``S_c(scale * M_k ⊙ x_i)`` for every image ``i`` and channel ``k``: ``(N, K)``.
+
+        Channels flagged in ``flat_zero`` (``(N, K)``, all-zero masks) reuse one forward of the zero image.
+        """
+        x, tgt = self.x, self.tgt
+        out = torch.empty(masks.shape[:2], dtype=x.dtype, device=x.device)
+        todo = (~flat_zero).nonzero(as_tuple=False)  # (R, 2) rows (image, channel)
+        for s in range(0, todo.shape[0], self.batch_size):
+            idx = todo[s:s + self.batch_size]
+            rows = scale * masks[idx[:, 0], idx[:, 1], None] * x[idx[:, 0]]
+            out[idx[:, 0], idx[:, 1]] = self.run.scores(self.model, rows, tgt[idx[:, 0]], self.output)
+        if flat_zero.any():
+            zero = self.run.scores(self.model, torch.zeros_like(x), tgt, self.output)
+            out = torch.where(flat_zero, zero[:, None], out)
+        return out
 
 
 def score_weights(model: nn.Module, x: torch.Tensor, acts: torch.Tensor, tgt: torch.Tensor, *, kind: str,
@@ -139,18 +153,16 @@ def score_weights(model: nn.Module, x: torch.Tensor, acts: torch.Tensor, tgt: to
         batch_size: masked inputs per forward pass.
         run: the precision of the masked forwards (default: exact).
     """
-    run = Precision() if run is None else run
+    scorer = _Scorer(model, x, tgt, output, batch_size, Precision() if run is None else run)
     with torch.inference_mode():
-        w = _score_sums(model, x, acts, tgt, kind, samples, noise, seed, batch_size, output,
-                        progress, run)
+        w = _score_sums(scorer, channel_masks(acts, tuple(x.shape[-2:])), kind, samples, noise, seed, progress)
     return w.clone()  # a normal tensor again
 
 
-def _score_sums(model, x, acts, tgt, kind, samples, noise, seed, batch_size, output, progress,
-                run: Precision) -> torch.Tensor:
-    masks = channel_masks(acts, tuple(x.shape[-2:]))
-    base = run.scores(model, x, tgt, output)  # (a shift per image: the softmax over channels does not see it)
-    total = torch.zeros(masks.shape[:2], dtype=x.dtype, device=x.device)
+def _score_sums(scorer: _Scorer, masks: torch.Tensor, kind: str, samples: int, noise: float, seed: int,
+                progress: bool) -> torch.Tensor:
+    base = scorer.base()[:, None]  # a shift per image: the softmax over channels does not see it
+    total = torch.zeros(masks.shape[:2], dtype=masks.dtype, device=masks.device)
     zero = masks.flatten(2).amax(2) == 0
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     n = 1 if kind == "score" else samples
@@ -158,11 +170,10 @@ def _score_sums(model, x, acts, tgt, kind, samples, noise, seed, batch_size, out
     for i in progress_bar(range(n), enabled=progress and n > 1, desc=f"{kind}-cam samples"):
         if kind == "ss":
             m = masks + torch.normal(0.0, noise, size=masks.shape, generator=g, dtype=masks.dtype).to(masks.device)
-            total += _masked_scores(model, x, m, 1.0, tgt, batch_size, output, torch.zeros_like(zero),
-                                    run) - base[:, None]
+            total += scorer.masked(m, 1.0, torch.zeros_like(zero)) - base
             continue
         coeff += (i + 1) / n if kind == "is" else 1.0
-        total += _masked_scores(model, x, masks, coeff, tgt, batch_size, output, zero, run) - base[:, None]
+        total += scorer.masked(masks, coeff, zero) - base
     return torch.softmax(total / n, dim=1)
 
 
