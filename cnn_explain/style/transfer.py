@@ -55,6 +55,7 @@ from ..hooks import capture, preserved, resolve_layers
 from ..models import RandomTextureNet, random_texture_net
 from ..objectives import Context, Objective, content_loss, layer_weights, style_loss, total_variation
 from ..optimize import OptimizeSettings, Optimizer, optimize_image
+from ._forward import Forward, target_maps
 from .images import Size, fit, load_rgb, warn_if_sizes_differ, working_size
 
 __all__ = ["transfer", "StyleResult", "StyleSettings", "Init", "layer_features", "DEFAULTS"]
@@ -226,7 +227,7 @@ def transfer(
     pre = transform if transform is not None else (lambda x: x)
     layers = list(dict.fromkeys(cfg.content_layers + cfg.style_layers))
     with preserved(net, eval=True, freeze=True, rng=True), torch.enable_grad():
-        forward = _Forward(net, layers, pre)
+        forward = Forward(net, layers, pre)
         setup = time.perf_counter()
         image = _init(c_img, cfg).to(device).requires_grad_(True)
         if cfg.init is Init.CONTENT:
@@ -234,8 +235,8 @@ def transfer(
             first = forward.prime(image)
             c_maps = {n: first[n].detach() for n in cfg.content_layers}
         else:
-            c_maps = _maps(forward, c_img.to(device), cfg.content_layers)
-        s_maps = _maps(forward, s_img.to(device), cfg.style_layers)
+            c_maps = target_maps(forward, c_img.to(device), cfg.content_layers)
+        s_maps = target_maps(forward, s_img.to(device), cfg.style_layers)
         style_term = style_loss(s_maps, cfg.style_weights)
         objective = (cfg.content_weight * content_loss(c_maps)
                      + cfg.style_weight * style_term
@@ -248,68 +249,11 @@ def transfer(
         image = image.detach().clamp(0, 1)
         # style_drop: the Gram loss of the content image (the first step's, when it started there) and of the result
         before = (history[0]["style"] if cfg.init is Init.CONTENT
-                  else float(style_term(_maps(forward, c_img.to(device), cfg.style_layers), c_img)))
-        after = float(style_term(_maps(forward, image, cfg.style_layers), image))
+                  else float(style_term(target_maps(forward, c_img.to(device), cfg.style_layers), c_img)))
+        after = float(style_term(target_maps(forward, image, cfg.style_layers), image))
         drop = before / after if after > 0 else float("inf")
     settings = {**cfg.as_dict(), "size": hw}
     return StyleResult(image[0].detach().cpu(), history, settings, seconds, evaluations, c_img[0], s_img[0], drop, setup)
-
-
-def _no_copy(t: torch.Tensor) -> torch.Tensor:
-    """capture(reduce=...) that stores nothing: only the graph-attached outputs are used."""
-    return t.new_empty(0)
-
-
-class _Forward:
-    """``forward(image) -> {layer: graph-attached maps}``: one capture session per forward pass.
-
-    (A fresh session each time: a session numbers repeated calls ``name#1``... across
-    forwards, and registering a handful of hooks costs microseconds.) The maps are
-    recorded without a copy; if the model changes one of them in place after its
-    layer (``nn.ReLU(inplace=True)`` behind a recorded convolution), the forward is
-    run again with copies, and every later forward of this run copies.
-    """
-
-    def __init__(self, model: nn.Module, layers: list[str], pre: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.model, self.layers, self.pre = model, layers, pre
-        self.copy = False
-        self._primed: tuple[torch.Tensor, int, dict[str, torch.Tensor]] | None = None
-
-    def prime(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the forward of ``image`` now; the next call on the same, unchanged tensor returns these maps."""
-        maps = self(image)
-        self._primed = (image, image._version, maps)
-        return maps
-
-    def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self._primed is not None:
-            primed, version, maps = self._primed
-            self._primed = None
-            if primed is image and image._version == version:  # the optimizer has not moved it yet
-                return maps
-        with capture(self.model, self.layers, grads=True, reduce=_no_copy, copy=self.copy, stop=True) as rec:
-            self.model(self.pre(image))
-        if rec.changed():
-            self.copy = True
-            return self(image)
-        return {name: rec.live(name) for name in self.layers if name in rec}
-
-
-def _maps(forward: _Forward, image: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-    """Feature maps of a fixed image (the targets), computed without recording autograd history."""
-    with torch.no_grad(), capture(forward.model, names, copy=forward.copy, stop=True) as rec:
-        forward.model(forward.pre(image))
-    if rec.changed():
-        forward.copy = True
-        return _maps(forward, image, names)
-    feats = {n: rec[n] for n in names if n in rec}
-    missing = [n for n in names if n not in feats or not isinstance(feats[n], torch.Tensor)]
-    if missing:
-        raise ValueError(f"layers {missing} did not produce a tensor during the forward pass")
-    for n in names:
-        if feats[n].dim() != 4:
-            raise ValueError(f"layer {n!r} outputs shape {tuple(feats[n].shape)}; style transfer needs (N, C, H, W) maps")
-    return {n: feats[n].detach() for n in names}
 
 
 def _init(content: torch.Tensor, cfg: StyleSettings) -> torch.Tensor:
@@ -319,7 +263,7 @@ def _init(content: torch.Tensor, cfg: StyleSettings) -> torch.Tensor:
     return torch.rand(content.shape, generator=g)
 
 
-def _optimize(forward: _Forward, objective: Objective, image: torch.Tensor, cfg: StyleSettings,
+def _optimize(forward: Forward, objective: Objective, image: torch.Tensor, cfg: StyleSettings,
               progress: bool) -> tuple[list[dict[str, float]], int]:
     """Run ``cfg.steps`` optimizer steps on the pixels of the leaf ``image`` (changed in place).
 
