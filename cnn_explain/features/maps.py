@@ -57,9 +57,8 @@ def feature_maps(model: nn.Module, x: Any, layers: LayerSpec = None, *, output: 
     """
     _check_model(model)
     x = model_input(model, x)
-    # chosen layers and no output selector to check: the forward ends after the last of them
-    stop = layers is not None and output is None
-    with preserved(model, eval=True), capture(model, layers, stop=stop) as rec, torch.inference_mode():
+    # the whole forward, even for early layers: a module may be called again later (``name#1``)
+    with preserved(model, eval=True), capture(model, layers) as rec, torch.inference_mode():
         select_output(model(x), output)
     if layers is not None:  # a layer chosen by the user must give a tensor (or be given with a selector)
         for name in rec:
