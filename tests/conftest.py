@@ -179,7 +179,7 @@ class GlobalState:
 
     Torch's, NumPy's and Python's global RNG, grad mode, inference mode, the
     default dtype, torch's thread count, global module hooks, active torch
-    function modes and matplotlib's backend (``matplotlib.get_backend()`` and
+    function modes, CPU autocast (on and its dtype) and matplotlib's backend (``matplotlib.get_backend()`` and
     ``rcParams['backend']``).
     """
 
@@ -206,6 +206,7 @@ class GlobalState:
             "threads": torch.get_num_threads(),
             "global module hooks": hooks,
             "torch function modes": len(torch.overrides._get_current_function_mode_stack()),
+            "cpu autocast": (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")),
             **_matplotlib_backend(),
         }
 

@@ -142,7 +142,8 @@ def _integrated_gradients(model, inp):
 def _cam(model, inp):
     from cnn_explain.attribution.cam_family import cam
 
-    return cam(model, inp.x, method="score-cam", layer="conv2", batch_size=4, progress=False)
+    # precision="low": bfloat16 autocast where native, channels-last input: both must be left as found
+    return cam(model, inp.x, method="score-cam", layer="conv2", batch_size=4, progress=False, precision="low")
 
 
 def _sanity_check(model, inp):
@@ -193,7 +194,7 @@ CAPABILITIES = [
                                                        progress=False),
                _integrated_gradients, fails_from=2),
     Capability("cam", lambda ex, inp: ex.cam(inp.x, method="score-cam", layer="conv2", batch_size=4,
-                                             progress=False), _cam, fails_from=2),
+                                             progress=False, precision="low"), _cam, fails_from=2),
     Capability("sanity_check", lambda ex, inp: ex.sanity_check(inp.x, method="gradient", progress=False),
                _sanity_check, fails_from=3),
     Capability("embed", lambda ex, inp: ex.embed((inp.data, inp.labels), method="pca", batch_size=8, progress=False),
