@@ -29,7 +29,7 @@ CASES = {
     "style_transfer": (["--size", "32", "--steps", "2"], ["style.png", "figure.png"]),  # helper F's script
     "batch_dataset": (["--untrained", "--images", "24"], ["results/manifest.json", "figures/class_1.png"]),
     "cam_family": (["--untrained", "--images", "1", "--samples", "2", "--methods", "grad-cam", "score-cam",
-                    "eigen-cam"], ["cam_methods.png"]),
+                    "eigen-cam", "--compare-precision"], ["cam_methods.png", "score_cam_precision.png"]),
     "integrated_gradients": (["--tiny", "--images", "1", "--steps", "16", "64"],
                              ["ig_attributions.png", "ig_convergence.png"]),
 }
