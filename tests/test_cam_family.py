@@ -247,6 +247,18 @@ def test_low_precision_falls_back_to_contiguous_where_the_model_needs_it(monkeyp
     torch.testing.assert_close(low.cam, exact.cam, rtol=0, atol=0)
 
 
+def test_low_precision_keeps_a_float64_model_in_float64(monkeypatch, tiny_resnet, images):
+    """Autocast lowers float32 only: a float64 model runs in float64 (channels-last) and says so."""
+    from cnn_explain.attribution.occlude import lowp
+
+    monkeypatch.setattr(lowp, "native_bfloat16", lambda: True)
+    net, x = tiny_resnet.double(), images.double()
+    exact = cam(net, x, layer=LAYER, method="score-cam", target=TARGETS, progress=False)
+    low = cam(net, x, layer=LAYER, method="score-cam", target=TARGETS, progress=False, precision="low")
+    assert low.params["precision"] == "model dtype, channels-last" and low.cam.dtype == torch.float64
+    torch.testing.assert_close(low.cam, exact.cam, rtol=1e-10, atol=1e-12)
+
+
 def test_precision_errors(tiny_resnet, images):
     with pytest.raises(ValueError, match="precision must be 'exact' or 'low'"):
         cam(tiny_resnet, images, method="score-cam", precision="half", progress=False)

@@ -57,12 +57,17 @@ class Precision:
     _failed_layout: bool = field(default=False, repr=False)
 
     @classmethod
-    def choose(cls, precision: str, device: torch.device) -> Precision:
-        """``"exact"`` or ``"low"`` for a model on ``device`` (bfloat16 only where it is native)."""
+    def choose(cls, precision: str, device: torch.device, dtype: torch.dtype = torch.float32) -> Precision:
+        """``"exact"`` or ``"low"`` for a model of ``dtype`` on ``device`` (bfloat16 only where it is native).
+
+        Autocast lowers float32 only, so a float64 (or already half) model keeps its dtype.
+        """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be 'exact' or 'low', got {precision!r}")
         if precision == "exact":
             return cls()
+        if dtype != torch.float32:
+            return cls(None, device.type == "cpu")
         if device.type == "cuda":
             return cls(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16, True)
         from .occlude.lowp import native_bfloat16
