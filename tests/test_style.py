@@ -384,3 +384,43 @@ def test_in_place_relu_behind_a_recorded_layer_changes_nothing(pair, tiny_resnet
     a, b = transfer(*pair, model=tiny_resnet, **kw), transfer(*pair, model=plain, **kw)
     assert torch.equal(a.image, b.image)
     assert a.history == b.history and a.style_drop == b.style_drop
+
+
+@pytest.mark.parametrize("init", ["content", "noise"])
+def test_history_equals_an_independent_gatys_loop(pair, net, init):
+    """transfer() against a hand-written loop (plain forward without hooks, Grams by bmm, autograd's backward,
+    torch.optim.LBFGS with one iteration per step): the loss at every step and the result agree. Checks the
+    stopped forwards, the symmetric Gram backward and the first step's forward doubling as the content target."""
+    from cnn_explain.style import DEFAULTS
+
+    res = transfer(*pair, model=net, steps=5, size=SIZE, init=init, progress=False)
+    c_layer, s_layers, w = net.content_layers[0], net.style_layers, res.settings["style_weights"]
+
+    def gram(f):
+        n, c, h, wd = f.shape
+        f = f.reshape(n, c, h * wd)
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * wd)
+
+    with torch.no_grad():
+        c_target = plain_maps(net, res.content[None])[c_layer]
+        s_grams = {n: gram(f) for n, f in plain_maps(net, res.style[None]).items()}
+    img = (res.content[None].clone() if init == "content"
+           else torch.rand((1, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    opt = torch.optim.LBFGS([img], lr=DEFAULTS["lr"]["lbfgs"], max_iter=1, history_size=20)
+    losses = []
+
+    def closure():
+        opt.zero_grad()
+        f = plain_maps(net, img)
+        c_loss = (f[c_layer] - c_target).square().sum() / c_target.square().sum()
+        s_loss = sum(w[n] * (gram(f[n]) - g).square().sum() / g.square().sum() for n, g in s_grams.items())
+        tv = (img[:, :, 1:] - img[:, :, :-1]).square().mean() + (img[..., 1:] - img[..., :-1]).square().mean()
+        loss = res.settings["content_weight"] * c_loss + res.settings["style_weight"] * s_loss + tv
+        loss.backward()
+        losses.append(float(loss.detach()))
+        return loss
+
+    for _ in range(5):
+        opt.step(closure)
+    assert [h["total"] for h in res.history] == pytest.approx(losses, rel=1e-4)
+    torch.testing.assert_close(res.image, img.detach()[0].clamp(0, 1), rtol=0, atol=1e-4)
