@@ -333,3 +333,33 @@ def test_memory_budget_bounds_the_peak(tmp_path):
     assert int(rows[1][2]) < int(rows[2][2])  # the cache leaves room for fewer positions
     for mib, _, _, peak in rows:
         assert int(peak) <= int(mib) * 2**20, (mib, int(peak) / 2**20)
+
+
+class _FakeQuant(torch.overrides.TorchFunctionMode):
+    """Per-tensor dynamic int8 fake quantization of every convolution's input: the scale is the tensor's max |x|,
+    so a crop of a map is quantized differently from the whole map."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        import torch.nn.functional as F
+
+        if func in (F.conv2d, torch.conv2d):
+            x = args[0]
+            s = x.abs().amax().clamp(min=1e-12) / 127
+            args = ((x / s).round() * s, *args[1:])
+        return func(*args, **(kwargs or {}))
+
+
+def test_an_active_torch_function_mode_gets_the_models_own_forwards(tiny_net):
+    """Under a mode that sees whole tensors, incremental inference (which computes crops) would draw another map
+    (6 % of its max on this net); it is refused with the mode's name, and the map is the plain forwards' one."""
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    kw = dict(window=8, stride=4, progress=False)
+    with _FakeQuant():
+        plain = occlusion(tiny_net, x, mode="batched", **kw)
+        with pytest.warns(UserWarning, match="a _FakeQuant is active around the call"):
+            got = occlusion(tiny_net, x, mode="incremental", **kw)
+    assert got.engine == "batched" and "_FakeQuant" in got.fallback_reason
+    torch.testing.assert_close(got.attribution, plain.attribution, rtol=0, atol=0)
+    assert occlusion(tiny_net, x, mode="incremental", **kw).engine == "incremental"  # no mode: incremental
+    with torch.device("cpu"):  # a device context is a mode too, but changes no values
+        assert occlusion(tiny_net, x, mode="incremental", **kw).engine == "incremental"

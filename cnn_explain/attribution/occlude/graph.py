@@ -158,7 +158,8 @@ def check_inplace(graph: fx.Graph, modules: dict[str, nn.Module]) -> set[fx.Node
 
 
 def check_hooks(modules: dict[str, nn.Module]) -> None:
-    """`Unsupported` if a forward (pre-)hook is registered on the model, one of its modules, or globally.
+    """`Unsupported` if a forward (pre-)hook is registered on the model, one of its modules, or globally,
+    or a torch function / dispatch mode is active (`active_modes`).
 
     Incremental inference computes convolutions and poolings of crops with the
     modules' weights, and never calls the model's own ``forward``: a hook that
@@ -169,10 +170,29 @@ def check_hooks(modules: dict[str, nn.Module]) -> None:
 
     if _module._global_forward_hooks or _module._global_forward_pre_hooks:
         raise Unsupported("global forward hooks are registered (incremental inference would bypass them)")
+    for mode in active_modes():
+        raise Unsupported(f"a {type(mode).__name__} is active around the call (incremental inference would "
+                          "show it crops of the maps, not the maps the model computes)")
     for name, m in modules.items():
         if m._forward_hooks or m._forward_pre_hooks:
             where = f"{type(m).__name__} ({name})" if name else "the model"
             raise Unsupported(f"{where} has forward hooks (incremental inference would bypass them)")
+
+
+def active_modes() -> list[Any]:
+    """The torch function and dispatch modes active now, except ``torch.device(...)`` as a context.
+
+    A mode sees every operation; one whose result depends on a whole tensor (a
+    fake quantization whose scale is the map's maximum) would compute something
+    else on the crops incremental inference works with. ``torch.device`` as a
+    context (``DeviceContext``) only sets where factory functions allocate.
+    """
+    from torch.overrides import _get_current_function_mode_stack
+    from torch.utils._device import DeviceContext
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    modes = [m for m in _get_current_function_mode_stack() if not isinstance(m, DeviceContext)]
+    return modes + list(_get_current_dispatch_mode_stack())
 
 
 def call_node(node: fx.Node, modules: dict[str, nn.Module], args: tuple, kwargs: dict) -> Any:
