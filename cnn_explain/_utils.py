@@ -244,3 +244,20 @@ def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, tota
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def active_modes() -> list[Any]:
+    """The torch function and dispatch modes active now, except ``torch.device(...)`` as a context.
+
+    A mode sees every operation. Capabilities that compute the network's operations
+    themselves instead of calling its ``forward`` (incremental occlusion on crops,
+    exact IG's linear pieces) cannot honour one: a fake quantization whose scale is
+    a map's maximum computes something else on a crop. ``torch.device`` as a context
+    (``DeviceContext``) only sets where factory functions allocate.
+    """
+    from torch.overrides import _get_current_function_mode_stack
+    from torch.utils._device import DeviceContext
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    modes = [m for m in _get_current_function_mode_stack() if not isinstance(m, DeviceContext)]
+    return modes + list(_get_current_dispatch_mode_stack())

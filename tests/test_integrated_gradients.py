@@ -131,6 +131,26 @@ def test_exact_refuses_other_nonlinearities(act, name):
         integrated_gradients(net, torch.rand(1, 3, 10, 10, dtype=torch.float64), exact=True, progress=False)
 
 
+def test_exact_refuses_an_active_torch_function_mode():
+    """A mode may change what each operation computes (here: rounding every conv input), which the linear pieces
+    cannot know; the quadrature calls the model and honours it."""
+
+    class Rounding(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is F.conv2d:
+                args = ((args[0] * 8).round() / 8, *args[1:])
+            return func(*args, **(kwargs or {}))
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 2)).double().eval()
+    x = torch.rand(1, 3, 10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with Rounding():
+        with pytest.raises(ValueError, match="a Rounding is active around the call"):
+            integrated_gradients(net, x, target=0, exact=True, progress=False)
+        integrated_gradients(net, x, target=0, steps=8, progress=False)  # the quadrature runs
+    with torch.device("cpu"):
+        assert integrated_gradients(net, x, target=0, exact=True, progress=False).pieces[0] >= 1
+
+
 def test_exact_refuses_functional_gelu():
     class Net(nn.Module):
         def __init__(self):

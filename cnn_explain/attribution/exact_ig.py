@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .._utils import forward_logits, progress_bar
+from .._utils import active_modes, forward_logits, progress_bar
 from ._relu import OTHER_ACTIVATIONS, _relu_call
 
 __all__ = ["exact_integrated_gradients", "path_gradients", "breakpoints", "check_piecewise_linear"]
@@ -288,6 +288,9 @@ def exact_integrated_gradients(model: nn.Module, x: torch.Tensor, b: torch.Tenso
         ValueError: a module or call that is not piecewise linear (named).
     """
     check_piecewise_linear(model)
+    for mode in active_modes():
+        raise ValueError(f"exact=True follows the network's own operations, but a {type(mode).__name__} is "
+                         "active around the call and may change them; use exact=False, or call outside the mode")
     att, pieces = torch.empty_like(x), torch.zeros(x.shape[0], dtype=torch.long)
     for i in progress_bar(range(x.shape[0]), enabled=progress, desc="exact IG", unit="image"):
         xi, bi = x[i:i + 1], b[i:i + 1]

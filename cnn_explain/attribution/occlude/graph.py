@@ -170,6 +170,8 @@ def check_hooks(modules: dict[str, nn.Module]) -> None:
 
     if _module._global_forward_hooks or _module._global_forward_pre_hooks:
         raise Unsupported("global forward hooks are registered (incremental inference would bypass them)")
+    from ..._utils import active_modes
+
     for mode in active_modes():
         raise Unsupported(f"a {type(mode).__name__} is active around the call (incremental inference would "
                           "show it crops of the maps, not the maps the model computes)")
@@ -177,22 +179,6 @@ def check_hooks(modules: dict[str, nn.Module]) -> None:
         if m._forward_hooks or m._forward_pre_hooks:
             where = f"{type(m).__name__} ({name})" if name else "the model"
             raise Unsupported(f"{where} has forward hooks (incremental inference would bypass them)")
-
-
-def active_modes() -> list[Any]:
-    """The torch function and dispatch modes active now, except ``torch.device(...)`` as a context.
-
-    A mode sees every operation; one whose result depends on a whole tensor (a
-    fake quantization whose scale is the map's maximum) would compute something
-    else on the crops incremental inference works with. ``torch.device`` as a
-    context (``DeviceContext``) only sets where factory functions allocate.
-    """
-    from torch.overrides import _get_current_function_mode_stack
-    from torch.utils._device import DeviceContext
-    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
-
-    modes = [m for m in _get_current_function_mode_stack() if not isinstance(m, DeviceContext)]
-    return modes + list(_get_current_dispatch_mode_stack())
 
 
 def call_node(node: fx.Node, modules: dict[str, nn.Module], args: tuple, kwargs: dict) -> Any:
