@@ -157,6 +157,24 @@ def test_rows_match_per_image_references(factory_file, model, tmp_path):
     assert df["grad_cam_inside"].isna().all()  # no masks in this data set
 
 
+@pytest.mark.parametrize("target", ["label", 3])
+def test_targets_other_than_the_prediction(factory_file, model, tmp_path, target):
+    """Grad-CAM of the label (its forward pass also gives the predictions) or of a fixed class (predictions from a
+    forward of their own): maps, predictions and target probabilities against plain references."""
+    x, y = load_digits("test").tensors
+    df = read_results(_run(factory_file, Subset(load_digits("test"), range(6)), tmp_path / "r", target=target,
+                           methods=("grad_cam",), batch_size=4).out)
+    for i in range(6):
+        xi, t = x[i:i + 1], int(y[i]) if target == "label" else target
+        with torch.no_grad():
+            p = model(xi).softmax(1)[0]
+        assert df["target"][i] == t and df["pred"][i] == int(p.argmax())
+        assert df["prob"][i] == pytest.approx(float(p.max()), abs=1e-6)
+        assert df["target_prob"][i] == pytest.approx(float(p[t]), abs=1e-6)
+        np.testing.assert_allclose(df["grad_cam_map"][i], grad_cam(model, xi, target=t).attribution[0, 0].numpy(),
+                                   atol=1e-6)
+
+
 def test_float16_maps_round_the_float32_maps(factory_file, digits64, tmp_path):
     a = read_results(_run(factory_file, Subset(digits64, range(16)), tmp_path / "a").out)
     b = read_results(_run(factory_file, Subset(digits64, range(16)), tmp_path / "b", map_dtype="float16").out)

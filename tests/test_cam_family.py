@@ -58,7 +58,7 @@ def test_ss_cam_equals_torchcam_with_the_same_noise(tiny_resnet, images):
 
 
 def _acts_grads(net, x):
-    _, a, g, _ = cam_pass(net, x, TARGETS, CamLayer(LAYER), None)
+    _, a, g, _, _ = cam_pass(net, x, TARGETS, CamLayer(LAYER), None)
     return a.double(), g.double()
 
 

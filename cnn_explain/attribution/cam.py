@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +78,18 @@ def cam_layer(model: nn.Module, x: torch.Tensor, layer: LayerSpec) -> CamLayer:
     return CamLayer(site.name, site.input)
 
 
-def cam_pass(model: nn.Module, x: torch.Tensor, target: Any, layer: CamLayer, output: Any):
-    """Forward + backward; returns ``(layer name, A, dS/dA, target)`` for the last call recorded."""
+class CamPass(NamedTuple):
+    """What one forward + backward at a CAM layer gives (the last call of the layer recorded)."""
+
+    key: str  # the layer's recorded name (`` (input)`` appended for an input site)
+    acts: torch.Tensor  # A, (N, K, h, w)
+    grads: torch.Tensor  # dS_c/dA
+    target: torch.Tensor  # (N,) the classes
+    logits: torch.Tensor  # (N, classes) the forward's scores, detached
+
+
+def cam_pass(model: nn.Module, x: torch.Tensor, target: Any, layer: CamLayer, output: Any) -> CamPass:
+    """Forward + backward at ``layer`` for the ``target`` classes (None: the predicted ones)."""
     with torch.inference_mode(False), torch.enable_grad(), \
             capture(model, layer.name, grads=True, inputs=layer.input, keep_outputs=not layer.input) as rec:
         leaf = x.detach().clone().requires_grad_(True)
@@ -95,7 +105,7 @@ def cam_pass(model: nn.Module, x: torch.Tensor, target: Any, layer: CamLayer, ou
         tgt = resolve_target(target, logits).clone()  # never an inference tensor
         score = logits.gather(1, tgt.to(logits.device)[:, None]).sum()
         (grads,) = torch.autograd.grad(score, acts)
-    return (f"{key} (input)" if layer.input else key), acts.detach(), grads.detach(), tgt
+    return CamPass(f"{key} (input)" if layer.input else key, acts.detach(), grads.detach(), tgt, logits.detach())
 
 
 def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None,
@@ -138,11 +148,20 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
     Example:
         >>> r = grad_cam(model, images, target=3, layer="features.7")   # doctest: +SKIP
     """
+    return grad_cam_and_logits(model, x, target=target, layer=layer, guided=guided, output=output)[0]
+
+
+def grad_cam_and_logits(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None,
+                        guided: bool = False, output: Any = None) -> tuple[GradCam, torch.Tensor]:
+    """:func:`grad_cam`, and the ``(N, classes)`` scores of the forward pass it ran (detached).
+
+    The data-set runner reads its predictions there instead of running the model once more.
+    """
     if not isinstance(guided, bool):
         raise TypeError(f"guided must be True or False, got {type(guided).__name__}")
     x = model_input(model, x)
     with preserved(model, eval=True, freeze=True):  # one hold of the model's lock for the whole call
-        key, acts, grads, tgt = cam_pass(model, x, target, cam_layer(model, x, layer), output)
+        key, acts, grads, tgt, logits = cam_pass(model, x, target, cam_layer(model, x, layer), output)
         weights = grads.mean(dim=(2, 3), keepdim=True)
         cam = torch.relu((weights * acts).sum(dim=1, keepdim=True))
         up = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
@@ -151,4 +170,4 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
             gb = saliency(model, x, target=tgt, method="guided", abs=False, output=output)
             up, method, calls = gb.attribution.to(up.device) * up, "guided_grad_cam", gb.relu_calls
     return GradCam(up, tgt, method, inputs=x, params={"guided": guided}, cam=cam.cpu(),
-                   weights=weights.flatten(1).cpu(), layer=key, relu_calls=calls)
+                   weights=weights.flatten(1).cpu(), layer=key, relu_calls=calls), logits

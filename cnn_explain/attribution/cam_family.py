@@ -112,7 +112,7 @@ def _smooth_derivatives(model, x, tgt, site: CamLayer, output, settings: CamSett
     sums = None
     for _ in range(settings.samples):
         z = torch.normal(0.0, settings.noise, size=x.shape, generator=gen, dtype=x.dtype).to(x.device)
-        _, _, g, _ = cam_pass(model, x + z, tgt, site, output)
+        g = cam_pass(model, x + z, tgt, site, output).grads
         terms = (g, g * g, g * g * g)
         sums = terms if sums is None else tuple(s + t for s, t in zip(sums, terms))
     return tuple(s / settings.samples for s in sums)
@@ -221,7 +221,7 @@ def cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None
     run = Precision.choose(precision, x.device, x.dtype)
     with preserved(model, eval=True, freeze=True):
         site = cam_layer(model, x, layer)
-        key, acts, grads, tgt = cam_pass(model, x, target, site, output)
+        key, acts, grads, tgt, _ = cam_pass(model, x, target, site, output)
         with torch.no_grad():
             w, raw = _weights_and_map(m, model, x, tgt, site, key, acts, grads, output, settings, progress, run)
     lmap = raw if m is CamMethod.EIGEN_CAM else torch.relu(raw)

@@ -51,7 +51,28 @@ def thumb_hw(hw: tuple[int, int], side: int) -> tuple[int, int]:
     return max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
 
 
-def _targets(settings: RunSettings, logits: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
+def _predict(model: nn.Module, x: torch.Tensor, settings: RunSettings,
+             labels: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(N, classes)`` float scores, and ``{method: attribution}`` of what was computed on the way.
+
+    With a Grad-CAM method and targets that need no scores first (the predicted
+    class or the label), the scores are those of Grad-CAM's own forward pass:
+    one forward pass per batch fewer.
+    """
+    cams = [m for m in settings.methods if m.name in ("grad_cam", "guided_grad_cam")]
+    if cams and settings.target in ("pred", "label"):
+        from ..attribution.cam import grad_cam_and_logits
+
+        spec = cams[0]
+        given = None if settings.target == "pred" else _targets(settings, None, labels)
+        res, logits = grad_cam_and_logits(model, x, target=given, guided=spec.name == "guided_grad_cam",
+                                          **spec.kwargs)
+        return logits.float(), {spec.name: res.attribution}
+    with preserved(model, eval=True), torch.inference_mode():
+        return forward_logits(model, x).float(), {}
+
+
+def _targets(settings: RunSettings, logits: torch.Tensor | None, labels: np.ndarray) -> torch.Tensor:
     if settings.target == "pred":
         return logits.argmax(1)
     if settings.target == "label":
@@ -119,8 +140,7 @@ def explain_batch(model: nn.Module, batch: Batch, settings: RunSettings, device:
     from ..attribution import deletion_insertion
 
     x = batch.x.to(device)
-    with preserved(model, eval=True), torch.inference_mode():
-        logits = forward_logits(model, x).float()
+    logits, first = _predict(model, x, settings, batch.labels)
     probs = logits.softmax(1).cpu()
     tgt = _targets(settings, logits.cpu(), batch.labels)
     cols: dict[str, Any] = {"id": batch.ids, "index": batch.index, "label": batch.labels,
@@ -130,7 +150,8 @@ def explain_batch(model: nn.Module, batch: Batch, settings: RunSettings, device:
         cols["thumbnail"] = _thumbnails(batch.x, settings.thumbnail)
     np_dtype = np.float16 if settings.map_dtype == "float16" else np.float32
     for spec in settings.methods:
-        maps = _reduce(_attribution(model, x, tgt, spec).float(), spec.reduce)  # (N, H, W) at the input's size
+        a = first.pop(spec.name) if spec.name in first else _attribution(model, x, tgt, spec)
+        maps = _reduce(a.float(), spec.reduce)  # (N, H, W) at the input's size
         if settings.deletion_steps:
             d = deletion_insertion(model, x, maps, target=tgt, steps=settings.deletion_steps, progress=False)
             cols[f"{spec.name}_deletion_auc"] = d.deletion_auc.numpy()
