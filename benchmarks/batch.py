@@ -4,8 +4,8 @@ plain loop, and the local engine's peak memory as the data set grows.
 * Throughput, Grad-CAM only: 2,000 digits (28×28, seed 001's CNN, in memory) and
   512 photos (128×128 crops of the bundled sample photos written as PNG files,
   a small VGG). The plain loop calls ``ex.grad_cam`` per batch of 64 and keeps
-  nothing; the engines also compute each image's prediction and probability
-  (one more forward pass) and write float16 maps, thumbnails and the manifest,
+  nothing; the engines also give each image's prediction and probability
+  (from Grad-CAM's forward pass) and write float16 maps, thumbnails and the manifest,
   in shards of 64 rows (the unit a Ray worker takes).
   Ray starts once (its start-up is reported apart); each Ray run includes
   building its actors.

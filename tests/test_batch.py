@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from cnn_explain.attribution import deletion_insertion, grad_cam
@@ -534,3 +535,23 @@ def test_command_line_helpers(tmp_path):
     man = json.loads((run.out / "manifest.json").read_text())
     assert man["model"]["source"] == "cnn_explain.train:pretrained_digits_cnn"
     assert (read_results(run.out)["pred"] == read_results(run.out)["label"]).mean() > 0.5  # the trained model
+
+
+def test_grad_cams_default_layer_is_found_once_per_model_and_input_shape(tiny_resnet, monkeypatch):
+    """The probe forward that finds Grad-CAM's default layer runs once per model and input shape, not per batch;
+    another input shape or a model whose modules changed is probed again."""
+    import cnn_explain.attribution.cam as cam_module
+    from cnn_explain.batch._compute import _cam_site
+
+    probes = []
+    real = cam_module.cam_layer
+    monkeypatch.setattr(cam_module, "cam_layer", lambda m, x, layer: probes.append(x.shape) or real(m, x, layer))
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    first = _cam_site(tiny_resnet, x, None)
+    assert first == real(tiny_resnet, x, None) and len(probes) == 1
+    assert _cam_site(tiny_resnet, x[:1], None) is first and len(probes) == 1  # another batch: cached
+    assert _cam_site(tiny_resnet, x, "layer1") == "layer1" and len(probes) == 1  # a chosen layer: no probe
+    _cam_site(tiny_resnet, torch.rand(2, 3, 20, 20), None)
+    assert len(probes) == 2  # another input shape
+    tiny_resnet.layer2 = nn.Sequential(tiny_resnet.layer2, nn.Conv2d(16, 16, 1))
+    assert _cam_site(tiny_resnet, x, None) == real(tiny_resnet, x, None) and len(probes) == 3  # changed modules

@@ -67,8 +67,13 @@ class CamLayer:
     input: bool = False
 
 
-def cam_layer(model: nn.Module, x: torch.Tensor, layer: LayerSpec) -> CamLayer:
-    """The chosen layer, or the default: the map feeding the spatial collapse (else the last conv run)."""
+def cam_layer(model: nn.Module, x: torch.Tensor, layer: LayerSpec | CamLayer) -> CamLayer:
+    """The chosen layer, or the default: the map feeding the spatial collapse (else the last conv run).
+
+    A `CamLayer` (one found before for the same model and input shape) is taken as it is.
+    """
+    if isinstance(layer, CamLayer):
+        return layer
     if layer is not None:
         return CamLayer(resolve_layer(model, layer, argname="layer")[0])
     try:

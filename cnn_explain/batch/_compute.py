@@ -7,6 +7,7 @@ the batch size, the engine or the number of workers beyond float32 rounding.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -65,11 +66,29 @@ def _predict(model: nn.Module, x: torch.Tensor, settings: RunSettings,
 
         spec = cams[0]
         given = None if settings.target == "pred" else _targets(settings, None, labels)
-        res, logits = grad_cam_and_logits(model, x, target=given, guided=spec.name == "guided_grad_cam",
-                                          **spec.kwargs)
+        opts = {**spec.kwargs, "layer": _cam_site(model, x, spec.kwargs.get("layer"))}
+        res, logits = grad_cam_and_logits(model, x, target=given, guided=spec.name == "guided_grad_cam", **opts)
         return logits.float(), {spec.name: res.attribution}
     with preserved(model, eval=True), torch.inference_mode():
         return forward_logits(model, x).float(), {}
+
+
+_SITES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(structure, input): CamLayer}
+
+
+def _cam_site(model: nn.Module, x: torch.Tensor, layer: Any) -> Any:
+    """Grad-CAM's layer: a chosen one as given; the default found by a probe forward once per model and input
+    shape (not once per batch). The key includes every module's name and type, so a changed model probes again."""
+    from ..attribution.cam import cam_layer
+
+    if layer is not None:
+        return layer
+    key = (tuple((n, type(m)) for n, m in model.named_modules()), tuple(x.shape[1:]), x.dtype, x.device)
+    sites = _SITES.setdefault(model, {})
+    if key not in sites:
+        with preserved(model, eval=True):
+            sites[key] = cam_layer(model, x, None)
+    return sites[key]
 
 
 def _targets(settings: RunSettings, logits: torch.Tensor | None, labels: np.ndarray) -> torch.Tensor:
