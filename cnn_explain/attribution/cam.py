@@ -156,9 +156,11 @@ def grad_cam(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec =
     return grad_cam_and_logits(model, x, target=target, layer=layer, guided=guided, output=output)[0]
 
 
-def grad_cam_and_logits(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec = None,
+def grad_cam_and_logits(model: nn.Module, x: Any, *, target: Any = None, layer: LayerSpec | CamLayer = None,
                         guided: bool = False, output: Any = None) -> tuple[GradCam, torch.Tensor]:
     """:func:`grad_cam`, and the ``(N, classes)`` scores of the forward pass it ran (detached).
+
+    ``layer`` may also be a `CamLayer` found before (:func:`cam_layer`), which skips the probe forward.
 
     The data-set runner reads its predictions there instead of running the model once more.
     """

@@ -86,8 +86,7 @@ def _cam_site(model: nn.Module, x: torch.Tensor, layer: Any) -> Any:
     key = (tuple((n, type(m)) for n, m in model.named_modules()), tuple(x.shape[1:]), x.dtype, x.device)
     sites = _SITES.setdefault(model, {})
     if key not in sites:
-        with preserved(model, eval=True):
-            sites[key] = cam_layer(model, x, None)
+        sites[key] = cam_layer(model, x, None)  # the probe puts the model in eval mode and back
     return sites[key]
 
 
