@@ -62,9 +62,10 @@ class Mode(enum.Enum):
 class Precision(enum.Enum):
     """The dtype of convolution changes in approximate mode (the public ``approx_precision`` argument)."""
 
-    AUTO = "auto"  # bfloat16 where the CPU multiplies it natively and the model is float32
+    AUTO = "auto"  # bfloat16 where the CPU multiplies it natively, else float32 (Winograd); float32 models on the CPU
     BFLOAT16 = "bfloat16"
-    FLOAT32 = "float32"
+    FLOAT32 = "float32"  # changes in float32, large 3×3 convolutions by Winograd F(4×4, 3×3)
+    FLOAT32_DIRECT = "float32-direct"  # the model's own convolutions, no change propagation
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,8 +83,10 @@ class OcclusionResult(Attribution):
             the fallback reason, or the mode asked for.
         drops: ``(N, rows, cols)`` score drop at every window position.
         batch_size: positions per batch.
-        extra: ``mode="approx"``: ``positions_computed``, ``positions`` and
-            ``precision`` (``"bfloat16"`` when convolution changes ran in bfloat16).
+        extra: ``mode="approx"``: ``positions_computed``, ``positions``,
+            ``precision`` (``"bfloat16"`` when convolution changes ran in bfloat16,
+            else the model's dtype) and ``winograd_layers`` (the convolutions whose
+            changes ran by Winograd F(4×4, 3×3)).
             Which engine ran and why is in ``engine`` and ``fallback_reason``.
         deviation: for ``mode="approx"`` with ``compare_exact=True``: ``max_abs``,
             ``rel_max_abs`` (÷ the exact map's max |value|) and ``pearson`` against the exact map.
@@ -152,9 +155,13 @@ def occlusion(
             largest estimated drops; 1.0 computes them all.
         approx_precision: ``mode="approx"``: ``"bfloat16"`` computes the *changes*
             of convolution outputs in bfloat16 (clean values stay float32, see
-            `cnn_explain.attribution.occlude.lowp`), ``"float32"`` does not, ``"auto"``
-            uses bfloat16 when the CPU multiplies it natively (AMX / AVX512-BF16)
-            and the model is float32 on the CPU.
+            `cnn_explain.attribution.occlude.lowp`); ``"float32"`` computes them in
+            float32, the 3×3 convolutions with at least 128 channels by Winograd
+            F(4×4, 3×3) (fewer multiplications, relative error ~3e-6; see
+            `cnn_explain.attribution.occlude.winograd`); ``"float32-direct"`` runs the
+            model's own convolutions; ``"auto"`` picks bfloat16 when the CPU
+            multiplies it natively (AMX / AVX512-BF16), else ``"float32"``, for a
+            float32 model on the CPU (other models: ``"float32-direct"``).
         compare_exact: ``mode="approx"``: also compute the exact map and report ``deviation``.
 
     Returns:
@@ -198,8 +205,7 @@ def occlusion(
                   target_scores(logits, score_measure, tgt.to(x.device)), batch_size, memory_budget, progress)
         drops, extra, last_count = _drops(engine, job, run_mode, approx_drill)
         if run_mode is Mode.APPROX:
-            used = lowp if lowp is not None and engine.name == "incremental" else dtype
-            extra["precision"] = str(used).removeprefix("torch.")
+            extra.update(_precision_used(engine, lowp, dtype))
         deviation = None
         if run_mode is Mode.APPROX and compare_exact:
             engine = choose_engine(model, x, grid, incremental=True, warn=False)[0]
@@ -244,14 +250,27 @@ def _check_approx(tau: Any, drill: Any) -> None:
         raise ValueError(f"approx_drill must be a number in [0, 1], got {drill!r}")
 
 
-def _lowp_dtype(precision: Precision, dtype: torch.dtype, param: torch.Tensor | None) -> torch.dtype | None:
-    """The dtype approximate occlusion computes convolution changes in (None: the model's own)."""
-    if precision is Precision.FLOAT32:
+def _lowp_dtype(precision: Precision, dtype: torch.dtype, param: torch.Tensor | None) -> torch.dtype | str | None:
+    """How approximate occlusion computes convolution changes: a dtype, ``"winograd"`` or None (the model's own)."""
+    if precision is Precision.FLOAT32_DIRECT:
         return None
     if precision is Precision.BFLOAT16:
         return torch.bfloat16
-    on_cpu = param is None or param.device.type == "cpu"
-    return torch.bfloat16 if dtype == torch.float32 and on_cpu and native_bfloat16() else None
+    if precision is Precision.FLOAT32:
+        return "winograd"
+    if dtype != torch.float32 or (param is not None and param.device.type != "cpu"):
+        return None
+    return torch.bfloat16 if native_bfloat16() else "winograd"
+
+
+def _precision_used(engine: Engine, lowp: torch.dtype | str | None, dtype: torch.dtype) -> dict[str, Any]:
+    """``precision`` and ``winograd_layers`` of what ran (the batched engine runs the model's own layers)."""
+    network = getattr(engine, "network", None)
+    changes = getattr(network, "lowp", None)
+    used = lowp if isinstance(lowp, torch.dtype) and changes is not None else dtype
+    ran = getattr(changes, "used", ())
+    layers = tuple(name for name, m in network.modules.items() if id(m) in ran) if ran else ()
+    return {"precision": str(used).removeprefix("torch."), "winograd_layers": layers}
 
 
 def _deviation(approx: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:

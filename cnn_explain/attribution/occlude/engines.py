@@ -200,7 +200,7 @@ class IncrementalEngine(Engine):
         images: ``(N, C, H, W)``.
         grid: the window positions.
         tau: projective-field threshold (None: exact).
-        lowp: the dtype of convolution changes (None: the model's own).
+        lowp: the dtype of convolution changes, ``"winograd"`` (see `.winograd`) or None (exact).
 
     Raises:
         Unsupported: the model cannot be run incrementally.
@@ -209,7 +209,7 @@ class IncrementalEngine(Engine):
     name = "incremental"
 
     def __init__(self, model: nn.Module, images: torch.Tensor, grid: Grid, tau: float | None,
-                 lowp: torch.dtype | None) -> None:
+                 lowp: torch.dtype | str | None) -> None:
         rows, cols = grid.positions()
         self.network = IncrementalOcclusion(model, images[:1], rows, cols, tau=tau, lowp=lowp)
         self.loaded = 0  # the image whose clean values the network holds
@@ -265,7 +265,7 @@ class Choice:
 
 
 def choose_engine(model: nn.Module, images: torch.Tensor, grid: Grid, *, incremental: bool, tau: float | None = None,
-                  lowp: torch.dtype | None = None, warn: bool = True, budget: Budget | None = None
+                  lowp: torch.dtype | str | None = None, warn: bool = True, budget: Budget | None = None
                   ) -> tuple[Engine, str | None]:
     """The engine to use, and why incremental inference is not used (None when it is or was not asked for).
 
@@ -297,7 +297,7 @@ class Budget:
 
 
 def choose(model: nn.Module, images: torch.Tensor, grid: Grid, *, incremental: bool, tau: float | None = None,
-           lowp: torch.dtype | None = None, warn: bool = True, budget: Budget | None = None) -> Choice:
+           lowp: torch.dtype | str | None = None, warn: bool = True, budget: Budget | None = None) -> Choice:
     """Like `choose_engine`, with the reason for the engine that runs (`Choice`)."""
     if not incremental:
         return Choice(BatchedEngine(), None, "mode='batched'")

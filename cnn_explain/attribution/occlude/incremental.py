@@ -45,6 +45,7 @@ from torch import fx, nn
 from .graph import OpKind, Unsupported, call_node, check_hooks, check_inplace, fetch, rectifiable_input, trace
 from .record import record
 from .lowp import LowPrecision
+from .winograd import WinogradChanges
 from .plan import NodePlan, NodeState, build_plan, bytes_per_position, group_boxes
 from .regions import Box, Region, materialize, max_pool, read_change, read_windows
 
@@ -84,10 +85,12 @@ class IncrementalOcclusion:
             border groups) cost 1.3-1.4× more time.
         min_group: fewest positions a row (column) group may have, see `.grouping`.
         max_groups: at most this many row groups and this many column groups.
-        lowp: None (exact), or a dtype (``torch.bfloat16``) in which convolutions
-            compute the *change* of their output (approximate, see `.lowp`).
+        lowp: None (exact), a dtype (``torch.bfloat16``) in which convolutions
+            compute the *change* of their output (approximate, see `.lowp`), or
+            ``"winograd"``: changes in the model's dtype, large 3×3 convolutions
+            by Winograd F(4×4, 3×3) (see `.winograd`).
         channels_last: run the changed boxes with NHWC strides (None: when ``lowp``
-            is set: bfloat16 convolutions take NHWC input without a reorder).
+            is set: bfloat16 and Winograd convolutions take NHWC input without a reorder).
 
     Attributes:
         clean_output: the model's output for ``image``.
@@ -99,13 +102,14 @@ class IncrementalOcclusion:
 
     def __init__(self, model: nn.Module, image: torch.Tensor, rows, cols, *, tau: float | None = None,
                  full_threshold: float = 0.6, min_group: int = 8, max_groups: int = 4,
-                 lowp: torch.dtype | None = None, channels_last: bool | None = None) -> None:
+                 lowp: torch.dtype | str | None = None, channels_last: bool | None = None) -> None:
         self.model = model
         self.modules = dict(model.named_modules())
         check_hooks(self.modules)
         self.window = Region(tuple(rows), tuple(cols), tuple(image.shape[-2:]))
         self.tau = tau
-        self.lowp = LowPrecision(lowp) if lowp is not None else None
+        self.lowp = (None if lowp is None else WinogradChanges(image.dtype) if lowp == "winograd"
+                     else LowPrecision(lowp))
         self.channels_last = lowp is not None if channels_last is None else channels_last
         self.padded: dict[tuple[fx.Node, float], dict] = {}  # clean maps padded for `read_windows`, per image
         self.rebuild: Callable[[Any], Any] = lambda out: out
@@ -257,7 +261,8 @@ class IncrementalOcclusion:
         if spec.kind is OpKind.MAXPOOL:
             return max_pool(self._value(node.args[0], env, batch), spec.kernel, spec.stride, spec.padding,
                             spec.dilation, tuple(self.cache[node].shape[-2:]))
-        if self.lowp is not None and node.op == "call_module" and not node.kwargs and len(node.args) == 1:
+        if (self.lowp is not None and node.op == "call_module" and not node.kwargs and len(node.args) == 1
+                and self.lowp.handles(self.modules[node.target])):
             source, module = node.args[0], self.modules[node.target]
             if spec.kind is OpKind.CONV:
                 return self.lowp.conv(module, self.cache[node], self._value(source, env, batch), self.cache[source],
@@ -314,7 +319,8 @@ class IncrementalOcclusion:
         start = (box.top * stride[0] - padding[0], box.left * stride[1] - padding[1])
         size = tuple((box.size[i] - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 for i in range(2))
         source_box = self.box(source, positions, group)
-        if spec.kind is OpKind.CONV and self.lowp is not None and node.op == "call_module":
+        if (spec.kind is OpKind.CONV and self.lowp is not None and node.op == "call_module"
+                and self.lowp.handles(self.modules[node.target])):
             change = read_change(self.cache[source][0], env[source], source_box, start, size, self.lowp.dtype,
                                  self._padded(source, 0.0), self.channels_last)
             clean_out = read_windows(self.cache[node][0], None, None, (box.top, box.left), box.size, 0.0,

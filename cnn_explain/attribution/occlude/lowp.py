@@ -118,6 +118,10 @@ class LowPrecision:
         self.dtype = dtype
         self._weights: dict[int, torch.Tensor] = {}
 
+    def handles(self, m: nn.Module) -> bool:
+        """Whether the engine gives this convolution (or linear layer) to `conv` / `linear`: all of them."""
+        return True
+
     def conv(self, m: nn.Conv2d, clean_out: torch.Tensor, x: torch.Tensor, clean_x: torch.Tensor | None,
              padding=0) -> torch.Tensor:
         """``m(x)`` as ``clean_out + conv(x - clean_x)``, the second term in ``self.dtype``.
