@@ -1,7 +1,9 @@
 """Occlusion speed: captum.attr.Occlusion vs cnn_explain exact (incremental) and approx, same run.
 
 Usage: ``python benchmarks/occlusion.py [--quick] [--no-write]``; ``--real``: the look-alikes of
-third-party CNNs (``tests/realnets.py`` at 64×64, see `real_table`), printed only.
+third-party CNNs (``tests/realnets.py`` at 64×64, see `real_table`), printed only; ``--isa avx2``:
+every timed process limited to AVX2 (oneDNN, MKL, ATen and FBGEMM's own switches, see `ISA_ENV`) —
+what a CPU without AVX-512 or native bfloat16 runs, on a CPU that has them — printed only.
 
 Every timed run happens in its own subprocess (``--worker``); each method runs
 ``--repeat`` times (default 2) and the fastest run is reported, because a single
@@ -59,6 +61,13 @@ CASES = {
     "resnet18": dict(size=128, window=8, stride=4, warmup=0),
 }
 QUICK = {"cifar10_cnn": 32, "vgg11": 64, "resnet18": 64}
+# Environment of the timed processes per ``--isa``: the libraries' documented instruction-set limits.
+ISA_ENV = {
+    "native": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+             "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+_isa = "native"
 
 
 def build(name: str, size: int):
@@ -136,7 +145,8 @@ def _reset_peak() -> int:
 
 def _run(spec: dict) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    env = {**os.environ, **ISA_ENV[_isa]}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -341,8 +351,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="fresh-process runs per method; the fastest is reported (the float64 reference runs once)")
     p.add_argument("--real", action="store_true",
                    help="the look-alikes of third-party CNNs at 64×64 (window 8, stride 4), printed only")
+    p.add_argument("--isa", choices=list(ISA_ENV), default="native",
+                   help="limit the timed processes to this instruction set (avx2: printed only, not written)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    global _isa
+    _isa = args.isa
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
@@ -371,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     if context.exists():
         note += "\n\n" + context.read_text().strip()
     print(text)
-    if not args.no_write:
+    if args.isa != "native":
+        print(f"\nEvery timed process ran with {ISA_ENV[args.isa]}; not written to docs/performance.md.")
+    elif not args.no_write:
         write_section("occlusion", "Occlusion", text + note)
     return 0
 

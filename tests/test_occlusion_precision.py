@@ -70,3 +70,17 @@ def test_cpu_name_and_flags_come_from_the_os():
     except OSError:
         pytest.skip("no /proc/cpuinfo on this OS")
     assert lowp.cpu_name() in text and all(f in text for f in list(flags)[:20])
+
+
+@pytest.mark.parametrize("var,value,native", [
+    ("ONEDNN_MAX_CPU_ISA", "AVX2", False),          # oneDNN limited below native bfloat16: emulated
+    ("DNNL_MAX_CPU_ISA", "avx512_core_vnni", False),  # the old name, any case
+    ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX", True),
+    ("ONEDNN_MAX_CPU_ISA", "ALL", True),
+])
+def test_a_onednn_isa_limit_is_honoured(monkeypatch, var, value, native):
+    _mock_cpu(monkeypatch, True, True)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv(var, value)
+    assert lowp.native_bfloat16() is native

@@ -20,12 +20,14 @@ float32 on ``clean + change``.
 On CPUs without native bfloat16 (AVX2, AVX-512 without BF16) bfloat16 is
 emulated and slower than float32, so ``approx_precision="auto"`` runs float32
 there (`native_bfloat16` decides; the result's ``extra["precision"]`` says
-which ran). The float32 approximate path is then bounded by the positions it
-computes: a cProfile of VGG-11 128² (window 8, stride 4) put 80 % of its time
-in ``conv2d`` and about 10 % in Python and indexing, with 577 of 961 positions
-computed (checkerboard plus ``approx_drill=0.2``), so it can be at most
-961 / 577 ≈ 1.7× faster than exact occlusion unless fewer positions are
-computed (``approx_drill``) or the changed boxes are truncated (``approx_tau``).
+which ran). Float32 convolutions already run near the CPU's peak, so what is
+left is doing fewer multiplications: the large 3×3 convolutions' changes run by
+Winograd F(4×4, 3×3) (`.winograd`, ``extra["winograd_layers"]``). Int8
+(FBGEMM's dynamic quantized convolution, with a scale per position) was
+measured too and not used: on AVX2 it ran 1.5-1.75× faster than float32 on the
+512-channel layers, less than Winograd's 1.8-2.8×, and its rounding lowered the
+benchmark's Pearson correlation from 0.952 to 0.945 (FBGEMM's AVX2 kernels need
+7-bit activations: full 8-bit ones saturated, 10 % error).
 
 Example:
     >>> import torch
@@ -42,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -49,9 +52,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LowPrecision", "native_bfloat16", "cpu_flags", "cpu_name", "BF16_FLAGS"]
+__all__ = ["LowPrecision", "native_bfloat16", "onednn_isa_limit", "cpu_flags", "cpu_name", "BF16_FLAGS"]
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of native bfloat16 multiply units
+# oneDNN instruction-set limits (``ONEDNN_MAX_CPU_ISA``) below its first native bfloat16 level, AVX512_CORE_BF16
+_ISA_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
 
 
 @functools.lru_cache(maxsize=None)
@@ -94,16 +99,26 @@ def _torch_bf16_checks() -> list[bool] | None:
         return None
 
 
+def onednn_isa_limit() -> str | None:
+    """The instruction-set limit set for oneDNN (``ONEDNN_MAX_CPU_ISA``, or its old name ``DNNL_MAX_CPU_ISA``)."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = os.environ.get(name, "").strip().upper()
+        if value:
+            return value
+    return None
+
+
 def native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX512-BF16).
+    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX512-BF16) for oneDNN.
 
     Emulated bfloat16 (AVX2, AVX-512 without BF16) converts every operand and
     runs slower than float32, so approximate occlusion's ``"auto"`` precision
-    picks float32 there. PyTorch's own checks decide (they also honour limits
-    set for oneDNN); builds without them fall back to the ``/proc/cpuinfo``
-    flags in `BF16_FLAGS`.
+    picks float32 there. PyTorch's own checks decide, else the ``/proc/cpuinfo``
+    flags in `BF16_FLAGS` for builds without them; an instruction-set limit set
+    for oneDNN below AVX512_CORE_BF16 (``ONEDNN_MAX_CPU_ISA=AVX2``) means no
+    (PyTorch's checks read the CPU, not that limit).
     """
-    if not torch.backends.mkldnn.is_available():
+    if not torch.backends.mkldnn.is_available() or onednn_isa_limit() in _ISA_WITHOUT_BF16:
         return False
     checks = _torch_bf16_checks()
     if checks is not None:

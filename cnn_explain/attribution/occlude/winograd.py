@@ -19,7 +19,12 @@ Measured on 2 threads (float32, batch of 32-64 positions, against
 It loses where the transforms' memory traffic outweighs the saved
 multiplications: 128 channels on 64×64 maps ran 0.5-0.8× as fast, which is
 why `eligible` asks for at least 128 channels each side, and maps larger than
-``MAX_PIXELS`` run a direct convolution.
+``MAX_PIXELS`` run a direct convolution. Two refinements were measured and
+left out: F(6×6, 3×3) for outputs that waste most of a 4×4 tile (6×6, 10×10:
+2.25× fewer products on a 6×6 output) — the patch phase's small batches are
+bound by reading the transformed weights, 1.8× larger for 6×6 tiles, and
+VGG-11 / ResNet-18 ran equally fast (2.08-2.38 s against 2.12-2.24 s);
+separable transforms (two 6×6 products instead of one 36×36) — no change.
 
 Its rounding error is larger than a direct convolution's (relative error
 2-4e-6 against float64 here, about 10× the direct one) but remains far below
