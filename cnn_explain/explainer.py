@@ -198,14 +198,15 @@ class Explainer:
                   measure: str = "prob", mode: str = "exact", batch_size: int | None = None,
                   memory_budget: int = 2**30, progress: bool = True, approx_tau: float | None = 0.75,
                   approx_drill: float = 0.2, approx_precision: str = "auto",
-                  compare_exact: bool = False) -> OcclusionResult:
+                  compare_exact: bool = False, winograd: bool | None = None) -> OcclusionResult:
         """Occlusion heatmap (Zeiler & Fergus). See :func:`cnn_explain.attribution.occlusion`."""
         from .attribution import occlusion
 
         return occlusion(self.model, self.prepare(x), target=self._targets(target), window=window,
                          stride=stride, baseline=baseline, measure=measure, mode=mode, batch_size=batch_size,
                          memory_budget=memory_budget, progress=progress, output=self.output, approx_tau=approx_tau,
-                         approx_drill=approx_drill, approx_precision=approx_precision, compare_exact=compare_exact)
+                         approx_drill=approx_drill, approx_precision=approx_precision, compare_exact=compare_exact,
+                         winograd=winograd)
 
     def saliency(self, x: Any, target: Any = None, method: str = "gradient", *, abs: bool = True, smooth: int = 0,
                  noise: float = 0.15, seed: int = 0, progress: bool = True) -> Saliency:

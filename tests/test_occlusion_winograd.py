@@ -113,13 +113,18 @@ def _wide_net(dtype=torch.float32) -> nn.Module:
 def wide():
     net = _wide_net()
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
-    exact = occlusion(net, x, window=4, stride=2, measure="logit", mode="exact", progress=False)
+    exact = _exact(net, x, winograd=False)  # the model's own convolutions
+    assert exact.engine == "incremental" and exact.extra["winograd_layers"] == ()
     return net, x, exact
 
 
 def _approx(net, x, precision, **kw):
     return occlusion(net, x, window=4, stride=2, measure="logit", mode="approx", approx_drill=1.0, approx_tau=None,
                      approx_precision=precision, progress=False, **kw)
+
+
+def _exact(net, x, **kw):
+    return occlusion(net, x, window=4, stride=2, measure="logit", mode="incremental", progress=False, **kw)
 
 
 def test_every_position_by_winograd_is_the_exact_map(wide):
@@ -135,21 +140,38 @@ def test_every_position_by_winograd_is_the_exact_map(wide):
     assert float(torch.corrcoef(torch.stack([a, e]))[0, 1]) > 0.99999
 
 
-def test_float32_direct_runs_no_winograd(wide):
+def test_winograd_false_runs_the_models_convolutions(wide):
     net, x, exact = wide
-    r = _approx(net, x, "float32-direct")
+    r = _approx(net, x, "float32", winograd=False)
     assert r.extra["winograd_layers"] == ()
     torch.testing.assert_close(r.drops, exact.drops, rtol=0, atol=1e-5 * float(exact.drops.abs().max()))
+
+
+def test_exact_mode_by_winograd_is_as_close_to_float64_as_direct(wide):
+    net, x, direct = wide
+    r = _exact(net, x)  # default: Winograd for a float32 model on the CPU
+    assert r.extra["winograd_layers"] == ("2", "5") and "precision" not in r.extra
+    truth = _exact(_wide_net(torch.float64), x.double(), winograd=False).drops
+    scale = float(truth.abs().max())
+    err = lambda drops: float((drops.double() - truth).abs().max()) / scale  # noqa: E731
+    assert err(r.drops) < 3 * err(direct.drops) + 1e-6, (err(r.drops), err(direct.drops))
+    batched = occlusion(net, x, window=4, stride=2, measure="logit", mode="batched", progress=False)
+    assert batched.extra["winograd_layers"] == ()  # plain forwards: nothing by Winograd
+
+
+def test_winograd_is_checked():
+    with pytest.raises(TypeError, match="winograd"):
+        _exact(_wide_net(), torch.rand(1, 3, 16, 16), winograd="yes")
 
 
 def test_float64_model_runs_winograd_in_float64(wide):
     _, x, _ = wide
     net = _wide_net(torch.float64)
-    exact = occlusion(net, x.double(), window=4, stride=2, measure="logit", mode="exact", progress=False)
-    r = _approx(net, x.double(), "float32")  # "float32": Winograd in the model's own dtype
+    exact = _exact(net, x.double())
+    r = _approx(net, x.double(), "float32", winograd=True)  # asked for: Winograd in the model's own dtype
     assert r.extra["precision"] == "float64" and r.extra["winograd_layers"] == ("2", "5")
     torch.testing.assert_close(r.drops, exact.drops, rtol=0, atol=1e-10 * float(exact.drops.abs().max()))
-    assert _approx(net, x.double(), "auto").extra["winograd_layers"] == ()  # auto keeps float64 direct
+    assert _approx(net, x.double(), "auto").extra["winograd_layers"] == ()  # by default float64 stays direct
 
 
 @pytest.mark.parametrize("native,precision,layers", [(False, "float32", ("2", "5")), (True, "bfloat16", ())])
