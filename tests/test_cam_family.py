@@ -264,3 +264,17 @@ def test_precision_errors(tiny_resnet, images):
         cam(tiny_resnet, images, method="score-cam", precision="half", progress=False)
     with pytest.raises(ValueError, match="'score-cam'.*pass precision='exact'"):
         cam(tiny_resnet, images, method="grad-cam", precision="low", progress=False)
+
+
+@pytest.mark.parametrize("bf16,autocast", [(True, torch.bfloat16), (False, torch.float16)])
+def test_low_precision_on_cuda_picks_bfloat16_where_supported(monkeypatch, bf16, autocast):
+    """The CUDA branch, decided without a GPU: bfloat16 autocast where the device supports it, else float16;
+    channels-last on either; a float64 model keeps its dtype and layout (no CPU-only channels-last)."""
+    from cnn_explain.attribution._score_cam import Precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    chosen = Precision.choose("low", torch.device("cuda"))
+    assert (chosen.autocast, chosen.channels_last) == (autocast, True)
+    assert chosen.name == f"{str(autocast).removeprefix('torch.')} autocast, channels-last"
+    kept = Precision.choose("low", torch.device("cuda"), torch.float64)
+    assert (kept.autocast, kept.channels_last, kept.name) == (None, False, "exact")

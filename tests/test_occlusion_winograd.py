@@ -68,18 +68,18 @@ class _Plain(nn.Conv2d):
 
 
 @pytest.mark.parametrize("module,expected", [
-    (nn.Conv2d(128, 128, 3, padding=1), True),
-    (nn.Conv2d(128, 256, 3, padding="same"), True),
-    (_Plain(128, 128, 3), True),
-    (nn.Conv2d(64, 128, 3, padding=1), False),           # too few channels to pay
-    (nn.Conv2d(128, 64, 3, padding=1), False),
-    (nn.Conv2d(128, 128, 3, stride=2, padding=1), False),
-    (nn.Conv2d(128, 128, 3, dilation=2, padding=2), False),
-    (nn.Conv2d(128, 128, 3, groups=2, padding=1), False),
-    (nn.Conv2d(128, 128, 5, padding=2), False),
-    (nn.Conv2d(128, 128, 3, padding=1, padding_mode="reflect"), False),
-    (_SamePadConv(128, 128, 3), False),                  # its forward does more than its attributes say
-    (nn.Linear(128, 128), False),
+    (nn.Conv2d(256, 256, 3, padding=1), True),
+    (nn.Conv2d(256, 512, 3, padding="same"), True),
+    (_Plain(256, 256, 3), True),
+    (nn.Conv2d(128, 256, 3, padding=1), False),          # too few channels to pay
+    (nn.Conv2d(256, 128, 3, padding=1), False),
+    (nn.Conv2d(256, 256, 3, stride=2, padding=1), False),
+    (nn.Conv2d(256, 256, 3, dilation=2, padding=2), False),
+    (nn.Conv2d(256, 256, 3, groups=2, padding=1), False),
+    (nn.Conv2d(256, 256, 5, padding=2), False),
+    (nn.Conv2d(256, 256, 3, padding=1, padding_mode="reflect"), False),
+    (_SamePadConv(256, 256, 3), False),                  # its forward does more than its attributes say
+    (nn.Linear(256, 256), False),
 ])
 def test_eligible_modules(module, expected):
     assert eligible(module) is expected
@@ -97,11 +97,11 @@ def test_large_maps_and_tiny_outputs_run_direct():
 def _wide_net(dtype=torch.float32) -> nn.Module:
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(3, 128, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-        _SamePadConv(128, 128, 3), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10),
+        nn.Conv2d(3, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(),
+        _SamePadConv(256, 256, 3), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 10),
     )
     with torch.no_grad():
         net[6].running_mean.uniform_(-0.1, 0.1)
@@ -132,7 +132,7 @@ def test_every_position_by_winograd_is_the_exact_map(wide):
     r = _approx(net, x, "float32")
     assert r.engine == "incremental"
     assert r.extra["precision"] == "float32"
-    # the 128 → 128 convolutions; not the first (3 channels in) nor the one whose forward pads itself
+    # the 256 → 256 convolutions; not the first (3 channels in) nor the one whose forward pads itself
     assert r.extra["winograd_layers"] == ("2", "5")
     scale = float(exact.drops.abs().max())
     assert float((r.drops - exact.drops).abs().max()) < 1e-4 * scale
@@ -192,3 +192,74 @@ def test_weights_and_model_state_are_left_alone(wide):
     _approx(net, x, "float32")
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert [p.requires_grad for p in net.parameters()] == flags and not net.training
+
+
+@pytest.mark.parametrize("mode,precision,winograd,device,dtype,expected", [
+    ("exact", "auto", None, "cpu", torch.float32, "winograd"),
+    ("exact", "auto", None, "meta", torch.float32, None),        # another device (CUDA): its own conv algorithms
+    ("exact", "auto", True, "meta", torch.float32, "winograd"),  # unless asked for
+    ("exact", "auto", None, "cpu", torch.float64, None),
+    ("exact", "bfloat16", None, "cpu", torch.float32, "winograd"),  # approx_precision only matters to approx
+    ("approx", "bfloat16", None, "meta", torch.float32, torch.bfloat16),
+    ("approx", "auto", None, "meta", torch.float32, None),
+    ("approx", "float32", False, "cpu", torch.float32, None),
+])
+def test_how_changes_are_computed(monkeypatch, mode, precision, winograd, device, dtype, expected):
+    from cnn_explain.attribution.occlude import api
+
+    monkeypatch.setattr(api, "native_bfloat16", lambda: True)  # even so, never bfloat16 off the CPU by default
+    param = torch.zeros(1, device=device, dtype=dtype)
+    assert api._changes(api.Mode(mode), api.Precision(precision), winograd, dtype, param) == expected
+
+
+def test_memory_counts_the_transformed_weights(wide):
+    """The engine's fixed memory grows by the transformed weights (36 per channel pair of every Winograd layer),
+    and its memory per position by the largest layer's temporaries."""
+    from cnn_explain.attribution.occlude.incremental import IncrementalOcclusion
+    from cnn_explain.attribution.occlude.windows import make_grid
+
+    net, x, _ = wide
+    rows, cols = make_grid((16, 16), (4, 4), (2, 2)).positions()
+    with torch.inference_mode():
+        plain = IncrementalOcclusion(net, x, rows, cols)
+        wino = IncrementalOcclusion(net, x, rows, cols, lowp="winograd")
+    assert wino.fixed_bytes() - plain.fixed_bytes() == 2 * 36 * 256 * 256 * 4
+    assert wino.bytes_per_position() > plain.bytes_per_position()
+
+
+_PEAK = """
+import warnings, torch
+from torch import nn
+from cnn_explain.attribution.occlude import occlusion
+warnings.simplefilter("ignore")
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(3, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(128, 256, 3, padding=1),
+                      nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+                      nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                      nn.Linear(256, 5)).eval()
+x = torch.rand(1, 3, 96, 96)
+occlusion(model, x[..., :32, :32], window=8, stride=8, progress=False)  # kernels and allocator warmed up
+for line in open("/proc/self/status"):
+    if line.startswith("VmRSS"):
+        before = int(line.split()[1]) * 1024
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+r = occlusion(model, x, window=8, stride=4, progress=False, memory_budget=100 * 2**20, mode="incremental")
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM"):
+        print(r.engine, len(r.extra["winograd_layers"]), r.batch_size, int(line.split()[1]) * 1024 - before)
+"""
+
+
+@pytest.mark.slow
+def test_peak_memory_with_winograd_stays_in_the_budget(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "peak.py"
+    script.write_text(_PEAK)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=300,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}).stdout.split()
+    engine, layers, batch, peak = out[0], int(out[1]), int(out[2]), int(out[3])
+    assert (engine, layers) == ("incremental", 2) and batch > 1  # the 256 → 256 layers
+    assert peak <= 100 * 2**20, peak / 2**20

@@ -161,7 +161,7 @@ def occlusion(
             (AMX / AVX512-BF16) and the model is float32 on the CPU.
         compare_exact: ``mode="approx"``: also compute the exact map and report ``deviation``.
         winograd: incremental inference computes the changes of 3×3 convolutions with at
-            least 128 channels by Winograd's F(4×4, 3×3) (2.25× fewer multiplications,
+            least 256 channels by Winograd's F(4×4, 3×3) (2.25× fewer multiplications,
             float32 rounding of the same order: on VGG-11 at 128², the exact map's largest
             deviation from a float64 one was 4.0e-5 of its maximum against 3.6e-5 direct;
             see `cnn_explain.attribution.occlude.winograd`). None: for float32 models on

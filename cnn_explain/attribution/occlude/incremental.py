@@ -90,7 +90,8 @@ class IncrementalOcclusion:
             ``"winograd"``: changes in the model's dtype, large 3×3 convolutions
             by Winograd F(4×4, 3×3) (see `.winograd`).
         channels_last: run the changed boxes with NHWC strides (None: when ``lowp``
-            is set: bfloat16 and Winograd convolutions take NHWC input without a reorder).
+            is set and some convolution uses it: bfloat16 and Winograd convolutions
+            take NHWC input without a reorder).
 
     Attributes:
         clean_output: the model's output for ``image``.
@@ -110,7 +111,6 @@ class IncrementalOcclusion:
         self.tau = tau
         self.lowp = (None if lowp is None else WinogradChanges(image.dtype) if lowp == "winograd"
                      else LowPrecision(lowp))
-        self.channels_last = lowp is not None if channels_last is None else channels_last
         self.padded: dict[tuple[fx.Node, float], dict] = {}  # clean maps padded for `read_windows`, per image
         self.rebuild: Callable[[Any], Any] = lambda out: out
         self.how = "torch.fx"  # how the graph was made: "torch.fx" or "recorded" (real tensors)
@@ -131,7 +131,20 @@ class IncrementalOcclusion:
         self.grouping = group_boxes(self.plan, self.cache, max_groups=max_groups, min_group=min_group)
         patch_nodes = [node for node in self.nodes if self.plan[node].state is NodeState.PATCH]
         self.patch_last_use = {a: node for node in patch_nodes for a in node.all_input_nodes}
-        self.position_bytes = bytes_per_position(self.plan, self.cache)
+        self.lowp_bytes, work = self._lowp_memory()  # drops a Winograd `lowp` that no convolution qualifies for
+        self.channels_last = self.lowp is not None if channels_last is None else channels_last
+        self.position_bytes = bytes_per_position(self.plan, self.cache) + work
+
+    def _lowp_memory(self) -> tuple[int, int]:
+        """What the convolutions of changes hold for the call and need per position (`LowPrecision.memory`);
+        a Winograd `lowp` that no convolution qualifies for is dropped."""
+        convs = [(self.modules[n.target], p.box.size if p.state is NodeState.PATCH else tuple(self.cache[n].shape[-2:]),
+                  self.cache[n].element_size()) for n, p in self.plan.items() if self.lowp is not None
+                 and n.op == "call_module" and p.spec.kind is OpKind.CONV
+                 and p.state in (NodeState.PATCH, NodeState.FULL) and self.lowp.handles(self.modules[n.target])]
+        if not convs and isinstance(self.lowp, WinogradChanges):
+            self.lowp = None  # the model's own convolutions everywhere, exactly as without it
+        return self.lowp.memory(convs) if self.lowp is not None else (0, 0)
 
     def _first_build(self, model: nn.Module, image: torch.Tensor, full_threshold: float) -> None:
         """Trace symbolically, else record on real tensors, and build; `Unsupported` with both reasons."""
@@ -199,11 +212,12 @@ class IncrementalOcclusion:
                 "needed": sum(p.macs.needed for p in ideal.values()), "computed": computed}
 
     def fixed_bytes(self) -> int:
-        """Memory held whatever the batch: every node's clean map, and as much again for the padded copies
-        that windows are read from (parameters and buffers not counted: they belong to the model)."""
+        """Memory held whatever the batch: every node's clean map, as much again for the padded copies
+        that windows are read from, and Winograd's transformed weights (parameters and buffers not
+        counted: they belong to the model)."""
         maps = sum(v.numel() * v.element_size() for n, v in self.cache.items()
                    if isinstance(v, torch.Tensor) and n.op != "get_attr")
-        return int(2 * maps)
+        return int(2 * maps) + self.lowp_bytes
 
     def bytes_per_position(self) -> int:
         """Upper bound on the memory one position needs while a batch runs (all changed values + crops)."""

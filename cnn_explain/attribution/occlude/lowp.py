@@ -137,6 +137,11 @@ class LowPrecision:
         """Whether the engine gives this convolution (or linear layer) to `conv` / `linear`: all of them."""
         return True
 
+    def memory(self, convs: list[tuple[nn.Module, tuple[int, int], int]]) -> tuple[int, int]:
+        """``(bytes held for the call, bytes per position)`` beyond the engine's own, for ``(module, output
+        (h, w) per position, bytes per value)`` of the convolutions it is given: none here."""
+        return 0, 0
+
     def conv(self, m: nn.Conv2d, clean_out: torch.Tensor, x: torch.Tensor, clean_x: torch.Tensor | None,
              padding=0) -> torch.Tensor:
         """``m(x)`` as ``clean_out + conv(x - clean_x)``, the second term in ``self.dtype``.

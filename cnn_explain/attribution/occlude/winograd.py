@@ -17,9 +17,11 @@ Measured on 2 threads (float32, batch of 32-64 positions, against
 ``F.conv2d``): 512 → 512 channels on 8×8 maps 1.6× faster with AVX-512 and
 2.0× with AVX2; on 16×16 maps 1.5× / 1.8×; 256 → 512 on 16×16 2.0× / 2.4×.
 It loses where the transforms' memory traffic outweighs the saved
-multiplications: 128 channels on 64×64 maps ran 0.5-0.8× as fast, which is
-why `eligible` asks for at least 128 channels each side, and maps larger than
-``MAX_PIXELS`` run a direct convolution. Two refinements were measured and
+multiplications: 128 channels on 64×64 maps ran 0.5-0.8× as fast, and the
+CIFAR-10 net's one 128-channel layer (8×8 maps, small changed boxes) made its
+exact occlusion 1.2× slower (0.065 → 0.079 s) while VGG-11's 128 → 256 layer
+gained nothing measurable; so `eligible` asks for at least 256 channels each
+side, and maps larger than ``MAX_PIXELS`` run a direct convolution. Two refinements were measured and
 left out: F(6×6, 3×3) for outputs that waste most of a 4×4 tile (6×6, 10×10:
 2.25× fewer products on a 6×6 output) — the patch phase's small batches are
 bound by reading the transformed weights, 1.8× larger for 6×6 tiles, and
@@ -53,7 +55,7 @@ from .lowp import LowPrecision
 
 __all__ = ["winograd_conv", "transform_weight", "eligible", "WinogradChanges", "MIN_CHANNELS", "MAX_PIXELS"]
 
-MIN_CHANNELS = 128  # fewer input or output channels: the transforms cost more than they save
+MIN_CHANNELS = 256  # fewer input or output channels: the transforms cost about what they save
 MAX_PIXELS = 48 * 48  # larger input maps (per position): the transforms' memory traffic dominates
 
 # Lavin & Gray's F(4×4, 3×3) matrices (interpolation points 0, ±1, ±2, ∞).
@@ -66,7 +68,8 @@ _MATRICES: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tens
 
 
 def _matrices(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(kron(Bᵀ, Bᵀ) (36, 36), kron(Aᵀ, Aᵀ) (16, 36))`` in ``dtype`` on ``device``: both 2-D transforms as one product."""
+    """``(kron(Bᵀ, Bᵀ) (36, 36), kron(Aᵀ, Aᵀ) (16, 36))`` in ``dtype`` on ``device``: each 2-D transform
+    as one product."""
     key = (dtype, device)
     if key not in _MATRICES:
         bt, at = torch.tensor(_BT, dtype=torch.float64), torch.tensor(_AT, dtype=torch.float64)
@@ -174,6 +177,19 @@ class WinogradChanges(LowPrecision):
 
     def handles(self, m: nn.Module) -> bool:
         return eligible(m)
+
+    def memory(self, convs: list[tuple[nn.Module, tuple[int, int], int]]) -> tuple[int, int]:
+        """The transformed weights (36 per input/output channel pair, held for the call) and the largest
+        convolution's temporaries per position: on the output rounded up to whole 4×4 tiles, the tiles
+        and their transform 2.25× the input channels each, the products 2.25× the output channels, the
+        output tiles and the result."""
+        held = work = 0
+        for m, (h, w), size in convs:
+            c, k = m.in_channels, m.out_channels
+            held += 36 * c * k * size
+            area = (-(-h // 4) * 4) * (-(-w // 4) * 4)
+            work = max(work, int(area * size * (2.25 * (2 * c + k) + 2 * k)))
+        return held, work
 
     def conv(self, m: nn.Conv2d, clean_out: torch.Tensor, x: torch.Tensor, clean_x: torch.Tensor | None,
              padding=0) -> torch.Tensor:
