@@ -50,6 +50,27 @@ def test_exact_equals_captum_float64(name, monkeypatch):
     assert (r.fallback_reason is None) == (r.engine == "incremental")
 
 
+@pytest.mark.parametrize("name", sorted(REAL_NETS))
+def test_winograd_changes_equal_captum_float64(name, monkeypatch):
+    """Every qualifying convolution (the channel floor lowered to 1 for these small nets) runs by Winograd
+    F(4×4, 3×3) inside incremental inference: dense concatenation, in-place residual additions, 'same'
+    padding done by the module's own forward (left to that forward) — the map stays captum's to 1e-9."""
+    from cnn_explain.attribution.occlude import winograd
+
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    model, x = real_net(name)
+    model, x = model.double(), x.double()
+    window, stride = (5, 4), (3, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = occlusion(model, x, target=[1, 3], window=window, stride=stride, progress=False, winograd=True,
+                      mode="incremental")
+    expected = _captum(model, x, torch.tensor([1, 3]), window, stride, monkeypatch)
+    assert float((r.attribution - expected).abs().max()) <= 1e-9 * float(expected.abs().max()), (name, r.engine)
+    if name in ("densenet", "resnet_tv"):
+        assert r.engine == "incremental" and len(r.extra["winograd_layers"]) >= 4, r.extra
+
+
 def test_engines_and_reasons():
     """Which engine can run on each look-alike, and what mode="exact" chose and why."""
     for name in REAL_NETS:
