@@ -49,7 +49,7 @@ def _png(path) -> None:
 
 
 FIGURE_CASES = {
-    "occlusion": ["--window", "8", "--stride", "8", "--target", "3"],
+    "occlusion": ["--window", "8", "--stride", "8", "--target", "3", "--mode", "approx", "--winograd", "off"],
     "saliency": ["--method", "gradient"],
     "grad-cam": ["--layer", "features.3", "--guided"],
     "arithmetic": ["--layer", "features.0", "--channel", "1", "--h", "2", "--w", "2"],
@@ -122,6 +122,7 @@ BAD = [
     (["occlusion", "--model", "no.such.module:f", "--images", "{img}"], "cannot load"),
     (["occlusion", *MODEL, "--images", "missing.png"], "no such file"),
     (["occlusion", *MODEL, "--images", "{img}", "--window", "0"], "positive integer"),
+    (["occlusion", *MODEL, "--images", "{img}", "--winograd", "yes"], "invalid choice"),
     (["saliency", *MODEL, "--images", "{img}", "--method", "magic"], "invalid choice"),
     (["grad-cam", *MODEL, "--images", "{img}", "--layer", "nosuchlayer"], "nosuchlayer"),
     (["occlusion", *MODEL, "--images", "{img}", "--weights", "{wrong}"], "does not fit"),
@@ -140,3 +141,24 @@ def test_bad_arguments_exit_2(argv, message, files, capsys, tmp_path):
     err = capsys.readouterr().err
     assert message in err and "usage:" in err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("flags,expected", [([], ("exact", None)), (["--mode", "approx", "--winograd", "off"],
+                                                                    ("approx", False)),
+                                            (["--mode", "batched", "--winograd", "on"], ("batched", True))])
+def test_occlusion_mode_and_winograd_reach_the_call(flags, expected, files, tmp_path, monkeypatch):
+    from cnn_explain.explainer import Explainer
+
+    root, paths = files
+    seen = []
+    real = Explainer.occlusion
+
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs["mode"], kwargs["winograd"]))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Explainer, "occlusion", spy)
+    argv = ["occlusion", *MODEL, "--weights", str(root / "w.pt"), "--images", paths[0], "--window", "8",
+            "--stride", "8", *flags, "--out", str(tmp_path / "o.png"), "--quiet"]
+    assert _run(argv) == 0 and seen == [expected]
+    _png(tmp_path / "o.png")

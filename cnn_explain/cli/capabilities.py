@@ -94,6 +94,11 @@ def _occlusion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=pos_int, default=4, help="step between squares, pixels")
     p.add_argument("--measure", choices=("prob", "logit"), default="prob",
                    help="score whose drop is mapped: softmax probability or logit")
+    p.add_argument("--mode", choices=("exact", "incremental", "approx", "batched"), default="exact",
+                   help="exact (incremental inference where predicted faster), incremental, approx "
+                        "(60 %% of the positions, low-precision changes) or batched (plain forwards)")
+    p.add_argument("--winograd", choices=("auto", "on", "off"), default="auto",
+                   help="large 3x3 convolutions' changes by Winograd F(4x4, 3x3); auto: float32 models on the CPU")
     _out(p, "occlusion.png")
 
 
@@ -116,8 +121,9 @@ def _explain_images(args: argparse.Namespace) -> tuple[Any, Any, int | None]:
 @command("occlusion", help="Occlusion heatmap (Zeiler & Fergus 2014).", arguments=_occlusion_args)
 def run_occlusion(args: argparse.Namespace) -> int:
     ex, x, tgt = _explain_images(args)
+    winograd = {"auto": None, "on": True, "off": False}[args.winograd]
     res = ex.occlusion(x, target=tgt, window=args.window, stride=args.stride, measure=args.measure,
-                       progress=not args.quiet)
+                       mode=args.mode, winograd=winograd, progress=not args.quiet)
     return _draw_attribution(args, [res])
 
 
