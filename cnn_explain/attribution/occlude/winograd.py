@@ -1,11 +1,11 @@
-"""Winograd F(4×4, 3×3) convolution for approximate occlusion's float32 changes.
+"""Winograd F(4×4, 3×3) convolution of changes for incremental occlusion (exact and approximate).
 
-On a CPU without native bfloat16, approximate occlusion of VGG-like nets spends
-most of its time in 3×3 convolutions with hundreds of channels on small maps
-that every window changes entirely (VGG-11 at 128²: the two 512-channel layers
-on 8×8 maps are about three quarters of the multiply-accumulates per position).
-Those convolutions already run near the CPU's float32 peak, so the only way to
-make them faster in float32 is to do fewer multiplications.
+Incremental occlusion of VGG-like nets spends most of its time in 3×3
+convolutions with hundreds of channels on small maps that every window changes
+entirely (VGG-11 at 128²: the two 512-channel layers on 8×8 maps are about three
+quarters of the multiply-accumulates per position). Those convolutions already
+run near the CPU's float32 peak, so the only way to make them faster in float32
+is to do fewer multiplications.
 
 Winograd's minimal filtering algorithm F(4×4, 3×3) (Lavin & Gray, *Fast
 Algorithms for Convolutional Neural Networks*, CVPR 2016) computes a 4×4 output
@@ -21,18 +21,19 @@ multiplications: 128 channels on 64×64 maps ran 0.5-0.8× as fast, and the
 CIFAR-10 net's one 128-channel layer (8×8 maps, small changed boxes) made its
 exact occlusion 1.2× slower (0.065 → 0.079 s) while VGG-11's 128 → 256 layer
 gained nothing measurable; so `eligible` asks for at least 256 channels each
-side, and maps larger than ``MAX_PIXELS`` run a direct convolution. Two refinements were measured and
-left out: F(6×6, 3×3) for outputs that waste most of a 4×4 tile (6×6, 10×10:
+side, and maps larger than ``MAX_PIXELS`` run a direct convolution. Two
+refinements were measured and left out: F(6×6, 3×3) for outputs that waste most of a 4×4 tile (6×6, 10×10:
 2.25× fewer products on a 6×6 output) — the patch phase's small batches are
 bound by reading the transformed weights, 1.8× larger for 6×6 tiles, and
 VGG-11 / ResNet-18 ran equally fast (2.08-2.38 s against 2.12-2.24 s);
 separable transforms (two 6×6 products instead of one 36×36) — no change.
 
 Its rounding error is larger than a direct convolution's (relative error
-2-4e-6 against float64 here, about 10× the direct one) but remains far below
-what approximate occlusion's other approximations cost; and as
-`WinogradChanges` only convolves the *change* of a map, the error scales with
-the change and vanishes where nothing changed.
+2-4e-6 against float64 here, about 10× the direct one), but `WinogradChanges`
+only convolves the *change* of a map (``conv(x + d) = conv(x) + conv(d)``), so
+the error scales with the change and vanishes where nothing changed: VGG-11's
+exact occlusion map at 128² deviated from a float64 one by 4.0e-5 of its
+maximum, against 3.6e-5 with direct convolutions.
 
 Example:
     >>> import torch
