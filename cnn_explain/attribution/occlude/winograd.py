@@ -196,7 +196,7 @@ class WinogradChanges(LowPrecision):
              padding=0) -> torch.Tensor:
         d = x if clean_x is None else x - clean_x
         pad = _tiling(d, padding) if eligible(m) else None
-        if pad is None:  # a map too large for Winograd to pay
+        if pad is None:  # a map too large, or an output too small, for Winograd to pay
             return clean_out + F.conv2d(d, m.weight, None, m.stride, padding, m.dilation, m.groups)
         known = self._transformed.get(id(m))
         if known is None or known[0] is not m.weight or known[1].dtype != d.dtype:
