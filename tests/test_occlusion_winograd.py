@@ -185,13 +185,21 @@ def test_auto_picks_winograd_where_bfloat16_is_not_native(monkeypatch, wide, nat
     assert float(torch.corrcoef(torch.stack([a, e]))[0, 1]) > 0.999
 
 
-def test_weights_and_model_state_are_left_alone(wide):
-    net, x, _ = wide
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    flags = [p.requires_grad for p in net.parameters()]
-    _approx(net, x, "float32")
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    assert [p.requires_grad for p in net.parameters()] == flags and not net.training
+def test_model_inputs_and_global_state_are_left_alone(tmp_path):
+    """The contract (`tests/test_contract.py`) on a model whose convolutions run by Winograd: a model in train
+    mode with a frozen bias and a ``.grad``, its input, and the global state come back as found."""
+    from conftest import GlobalState, InputSnapshot, ModelSnapshot
+
+    net = _wide_net().train()
+    net[-1].bias.requires_grad_(False)
+    net[2].weight.grad = torch.full_like(net[2].weight, 0.5)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    snaps = ModelSnapshot(net), InputSnapshot(x), GlobalState()
+    for mode in ("incremental", "approx"):
+        r = occlusion(net, x, window=4, stride=2, mode=mode, approx_precision="float32", progress=False)
+        assert r.extra["winograd_layers"] == ("2", "5")
+    for snap in snaps:
+        snap.assert_unchanged()
 
 
 @pytest.mark.parametrize("mode,precision,winograd,device,dtype,expected", [
