@@ -271,3 +271,24 @@ def test_peak_memory_with_winograd_stays_in_the_budget(tmp_path):
     engine, layers, batch, peak = out[0], int(out[1]), int(out[2]), int(out[3])
     assert (engine, layers) == ("incremental", 2) and batch > 1  # the 256 → 256 layers
     assert peak <= 100 * 2**20, peak / 2**20
+
+
+def test_cost_model_counts_winograd_convolutions_at_their_speed(wide):
+    """Exact mode's engine choice: a Winograd convolution's MACs count 1 / WINOGRAD_SPEEDUP; nothing else moves."""
+    from cnn_explain.attribution.occlude.cost import WINOGRAD_SPEEDUP, predict
+    from cnn_explain.attribution.occlude.grouping import MAC_RATE
+    from cnn_explain.attribution.occlude.incremental import IncrementalOcclusion
+    from cnn_explain.attribution.occlude.windows import make_grid
+
+    net, x, _ = wide
+    rows, cols = make_grid((16, 16), (4, 4), (2, 2)).positions()
+    with torch.inference_mode():
+        plain = IncrementalOcclusion(net, x, rows, cols)
+        wino = IncrementalOcclusion(net, x, rows, cols, lowp="winograd")
+    nodes = wino.winograd_nodes()
+    assert [n.target for n in nodes] == ["2", "5"] and plain.winograd_nodes() == []
+    boxes = wino.grouping.boxes
+    macs = sum(boxes[n].computed_macs if n in boxes else wino.plan[n].macs.computed for n in nodes)
+    before, after = predict(plain, 49, 16, 16), predict(wino, 49, 16, 16)
+    assert after.batched_s == before.batched_s
+    assert after.incremental_s == pytest.approx(before.incremental_s - 49 * macs * (1 - 1 / WINOGRAD_SPEEDUP) / MAC_RATE)

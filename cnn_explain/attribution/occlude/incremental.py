@@ -44,7 +44,7 @@ from torch import fx, nn
 
 from .graph import OpKind, Unsupported, call_node, check_hooks, check_inplace, fetch, rectifiable_input, trace
 from .record import record
-from .lowp import LowPrecision
+from .lowp import LowPrecision, convs_of_changes
 from .winograd import WinogradChanges
 from .plan import NodePlan, NodeState, build_plan, bytes_per_position, group_boxes
 from .regions import Box, Region, materialize, max_pool, read_change, read_windows
@@ -78,20 +78,16 @@ class IncrementalOcclusion:
         image: ``(1, C, H, W)`` clean image.
         rows, cols: ``(first, last)`` inclusive window rows / columns, ``(P,)`` each, one per position.
         tau: projective-field threshold in (0, 1] (approximate), or None (exact).
-        full_threshold: a node whose changed regions cover on average more than
-            this fraction of its map is computed as a full map (and everything
-            after it). The mean, not the largest box, decides: measured on
-            VGG-11 / ResNet-18 at 128², switching on the largest box (a few
-            border groups) cost 1.3-1.4× more time.
+        full_threshold: a node whose changed regions cover on average more than this fraction of its map is
+            computed as a full map (and everything after it). The mean, not the largest box, decides: on VGG-11 /
+            ResNet-18 at 128², switching on the largest box (a few border groups) cost 1.3-1.4× more time.
         min_group: fewest positions a row (column) group may have, see `.grouping`.
         max_groups: at most this many row groups and this many column groups.
-        lowp: None (exact), a dtype (``torch.bfloat16``) in which convolutions
-            compute the *change* of their output (approximate, see `.lowp`), or
-            ``"winograd"``: changes in the model's dtype, large 3×3 convolutions
-            by Winograd F(4×4, 3×3) (see `.winograd`).
-        channels_last: run the changed boxes with NHWC strides (None: when ``lowp``
-            is set and some convolution uses it: bfloat16 and Winograd convolutions
-            take NHWC input without a reorder).
+        lowp: None (the model's own convolutions), a dtype (``torch.bfloat16``) in which convolutions compute
+            the *change* of their output (approximate, see `.lowp`), or ``"winograd"``: changes in the model's
+            dtype, large 3×3 convolutions by Winograd F(4×4, 3×3) (see `.winograd`).
+        channels_last: run the changed boxes with NHWC strides (None: when ``lowp`` is set and some
+            convolution uses it: bfloat16 and Winograd convolutions take NHWC input without a reorder).
 
     Attributes:
         clean_output: the model's output for ``image``.
@@ -135,16 +131,20 @@ class IncrementalOcclusion:
         self.channels_last = self.lowp is not None if channels_last is None else channels_last
         self.position_bytes = bytes_per_position(self.plan, self.cache) + work
 
+    def winograd_nodes(self) -> list[fx.Node]:
+        """The convolution nodes whose changes run by Winograd F(4×4, 3×3) (on maps small enough)."""
+        return convs_of_changes(self.plan, self.modules, self.lowp) if isinstance(self.lowp, WinogradChanges) else []
+
     def _lowp_memory(self) -> tuple[int, int]:
         """What the convolutions of changes hold for the call and need per position (`LowPrecision.memory`);
-        a Winograd `lowp` that no convolution qualifies for is dropped."""
-        convs = [(self.modules[n.target], p.box.size if p.state is NodeState.PATCH else tuple(self.cache[n].shape[-2:]),
-                  self.cache[n].element_size()) for n, p in self.plan.items() if self.lowp is not None
-                 and n.op == "call_module" and p.spec.kind is OpKind.CONV
-                 and p.state in (NodeState.PATCH, NodeState.FULL) and self.lowp.handles(self.modules[n.target])]
-        if not convs and isinstance(self.lowp, WinogradChanges):
-            self.lowp = None  # the model's own convolutions everywhere, exactly as without it
-        return self.lowp.memory(convs) if self.lowp is not None else (0, 0)
+        a Winograd `lowp` that no convolution qualifies for is dropped (the model's own convolutions)."""
+        nodes = convs_of_changes(self.plan, self.modules, self.lowp)
+        if not nodes and isinstance(self.lowp, WinogradChanges):
+            self.lowp = None
+        sizes = {n: self.plan[n].box.size if self.plan[n].state is NodeState.PATCH else self.cache[n].shape[-2:]
+                 for n in nodes}
+        return (0, 0) if self.lowp is None else self.lowp.memory(
+            [(self.modules[n.target], tuple(sizes[n]), self.cache[n].element_size()) for n in nodes])
 
     def _first_build(self, model: nn.Module, image: torch.Tensor, full_threshold: float) -> None:
         """Trace symbolically, else record on real tensors, and build; `Unsupported` with both reasons."""

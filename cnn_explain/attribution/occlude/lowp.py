@@ -50,9 +50,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
-__all__ = ["LowPrecision", "native_bfloat16", "onednn_isa_limit", "cpu_flags", "cpu_name", "BF16_FLAGS"]
+from .graph import OpKind
+from .plan import NodePlan, NodeState
+
+__all__ = ["LowPrecision", "native_bfloat16", "onednn_isa_limit", "cpu_flags", "cpu_name", "BF16_FLAGS",
+           "convs_of_changes"]
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of native bfloat16 multiply units
 # oneDNN instruction-set limits (``ONEDNN_MAX_CPU_ISA``) below its first native bfloat16 level, AVX512_CORE_BF16
@@ -162,3 +166,10 @@ class LowPrecision:
     def linear(self, m: nn.Linear, clean_out: torch.Tensor, x: torch.Tensor, clean_x: torch.Tensor) -> torch.Tensor:
         """``m(x)`` as ``clean_out + linear(x - clean_x)`` (in the model's dtype: linear layers are cheap)."""
         return clean_out + F.linear(x - clean_x, m.weight)
+
+
+def convs_of_changes(plan: dict[fx.Node, NodePlan], modules: dict[str, nn.Module],
+                     lowp: LowPrecision | None) -> list[fx.Node]:
+    """The convolution nodes (patch or full) whose changes ``lowp`` computes."""
+    return [n for n, p in plan.items() if lowp is not None and n.op == "call_module" and p.spec.kind is OpKind.CONV
+            and p.state in (NodeState.PATCH, NodeState.FULL) and lowp.handles(modules[n.target])]
